@@ -1,0 +1,66 @@
+"""aiotls: asyncio-native TLS with the whole of Node.js's tls module.
+
+Engine (sans-I/O, :class:`TLSEngine`) -> context (:func:`create_secure_context`) ->
+transports (:class:`TLSTransport`) -> front doors (:func:`start_server`,
+:func:`open_connection`, :func:`create_server`, :func:`create_connection`,
+:func:`start_tls`) -> the ``aiotls`` command line.
+"""
+
+from __future__ import annotations
+
+from .certinfo import check_server_identity
+from .ciphers import DEFAULT_CIPHERS, get_ciphers
+from .client import create_connection, open_connection
+from .context import SecureContext, create_secure_context
+from .engine import TLSEngine
+from .errors import (
+    TLSCertificateError,
+    TLSConfigError,
+    TLSError,
+    TLSFeatureUnavailable,
+    TLSHandshakeTimeout,
+)
+from .server import Server, create_server, start_server
+from .starttls import start_tls
+from .transport import TLSSocket, TLSTransport
+
+__version__ = "0.1.0"
+
+#: OpenSSL chooses the key-exchange groups (its default list, with post-quantum
+#: X25519MLKEM768 first on OpenSSL 3.5+).
+DEFAULT_ECDH_CURVE = "auto"
+#: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults).
+CLIENT_RENEG_LIMIT = 3
+CLIENT_RENEG_WINDOW = 600
+
+
+def features() -> dict[str, bool]:
+    """Which features that need extended OpenSSL access this build provides."""
+    return {"npn": False, "ticket_keys": False, "resume_session": False}
+
+
+__all__ = [
+    "CLIENT_RENEG_LIMIT",
+    "CLIENT_RENEG_WINDOW",
+    "DEFAULT_CIPHERS",
+    "DEFAULT_ECDH_CURVE",
+    "SecureContext",
+    "Server",
+    "TLSCertificateError",
+    "TLSConfigError",
+    "TLSEngine",
+    "TLSError",
+    "TLSFeatureUnavailable",
+    "TLSHandshakeTimeout",
+    "TLSSocket",
+    "TLSTransport",
+    "check_server_identity",
+    "create_connection",
+    "create_secure_context",
+    "create_server",
+    "features",
+    "get_ciphers",
+    "open_connection",
+    "start_server",
+    "start_tls",
+]

@@ -1,0 +1,104 @@
+"""The OpenSSL calls pyOpenSSL does not wrap: C callbacks and error-queue decoding.
+
+Every callback here is module level (so cffi keeps it alive for the life of the
+process), finds its :class:`~aiotls.engine.TLSEngine` through pyOpenSSL's
+``Connection._reverse_mapping`` and never lets a Python exception escape into
+OpenSSL: a failure becomes a clean handshake failure that the engine reports.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+from OpenSSL._util import ffi, lib
+
+if TYPE_CHECKING:
+    from .engine import TLSEngine
+
+__all__ = ["PARTIAL_WRITE_MODE", "engine_of", "error_queue", "ffi", "install_alpn_select", "lib"]
+
+#: pyOpenSSL turns partial writes on; aiotls wants one whole SSL_write per send.
+PARTIAL_WRITE_MODE: int = lib.SSL_MODE_ENABLE_PARTIAL_WRITE
+
+# SSL_CTX_set_cert_cb return values: 1 go on, 0 fail, -1 pause (WANT_X509_LOOKUP).
+_CERT_CB_PAUSE = -1
+
+
+def engine_of(ssl: Any) -> TLSEngine | None:
+    """The engine that owns an ``SSL*`` (None once it has been released)."""
+    conn = SSL.Connection._reverse_mapping.get(ssl)
+    return None if conn is None else conn._app_data  # type: ignore[no-any-return]
+
+
+def error_queue() -> list[str]:
+    """Drain OpenSSL's thread error queue into a list of reason strings."""
+    reasons = []
+    while code := lib.ERR_get_error():
+        text = lib.ERR_reason_error_string(code)
+        reasons.append(ffi.string(text).decode() if text != ffi.NULL else f"error {code:#x}")
+    return reasons
+
+
+def install_alpn_select(ctx: SSL.Context) -> None:
+    """Have servers on ``ctx`` choose ALPN through the engine (server order, or a hook)."""
+    lib.SSL_CTX_set_alpn_select_cb(ctx._context, alpn_select_callback, ffi.NULL)
+
+
+def parse_alpn_wire(data: bytes) -> list[bytes]:
+    """Decode an ALPN wire-format list; malformed tails are ignored."""
+    items, i = [], 0
+    while i < len(data):
+        n = data[i]
+        items.append(data[i + 1 : i + 1 + n])
+        i += 1 + n
+    return items
+
+
+@ffi.callback("int(int, X509_STORE_CTX *)")
+def verify_accept_all(preverify_ok: int, store: Any) -> int:
+    """Let the handshake finish whatever the chain; the result is read afterwards."""
+    return 1
+
+
+@ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)
+def cert_callback(ssl: Any, arg: Any) -> int:
+    """Pause the server handshake once per ClientHello so async hooks can run."""
+    engine = engine_of(ssl)
+    if engine is None:
+        return 1
+    return _CERT_CB_PAUSE if engine._pause_for_hooks() else 1
+
+
+@ffi.callback(
+    "int(SSL *, unsigned char **, unsigned char *, unsigned char *, unsigned int, void *)",
+    onerror=lambda *exc: lib.SSL_TLSEXT_ERR_ALERT_FATAL,
+)
+def alpn_select_callback(
+    ssl: Any, out: Any, outlen: Any, client: Any, client_len: int, arg: Any
+) -> int:
+    """Pick the server's first ALPN protocol the client also offers (Node's rule)."""
+    engine = engine_of(ssl)
+    if engine is None:
+        return int(lib.SSL_TLSEXT_ERR_NOACK)
+    offered = ffi.buffer(client, client_len)[:]
+    choice = engine._select_alpn(parse_alpn_wire(offered))
+    if choice is None:
+        return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+    # Point into the client's list, which OpenSSL keeps alive for the callback's caller.
+    pos = 0
+    for item in parse_alpn_wire(offered):
+        if item == choice:
+            out[0] = client + pos + 1
+            outlen[0] = len(item)
+            return int(lib.SSL_TLSEXT_ERR_OK)
+        pos += 1 + len(item)
+    return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+
+
+@ffi.callback("void(SSL *, char *)", onerror=lambda *exc: None)
+def keylog_callback(ssl: Any, line: Any) -> None:
+    """Hand each NSS key-log line, newline included, to the engine's hook."""
+    engine = engine_of(ssl)
+    if engine is not None and engine.on_keylog is not None:
+        engine.on_keylog(ffi.string(line) + b"\n")

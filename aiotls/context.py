@@ -1,0 +1,370 @@
+"""SecureContext: Node's createSecureContext options turned into one OpenSSL SSL_CTX.
+
+A context is immutable once built and is shared by every connection that uses it,
+on either side (Node's contexts are too). Option names are the snake_case forms of
+Node's; each bad value raises at once, naming the option: TypeError for a wrong
+type, :class:`~aiotls.errors.TLSConfigError` (a ValueError) for material or values
+OpenSSL refuses, with OpenSSL's reason in the message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.serialization import pkcs12
+from OpenSSL import SSL, crypto
+
+from . import _bindings as b
+from .ciphers import DEFAULT_CIPHERS
+from .errors import TLSConfigError, TLSFeatureUnavailable
+
+__all__ = ["CONTEXT_OPTIONS", "SecureContext", "create_secure_context"]
+
+_VERSIONS = {
+    "TLSv1": SSL.TLS1_VERSION,
+    "TLSv1.1": SSL.TLS1_1_VERSION,
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+
+#: Every keyword create_secure_context accepts (front doors pass these through).
+CONTEXT_OPTIONS = frozenset(
+    {
+        "key", "cert", "pfx", "passphrase", "ca", "crl", "ciphers", "ciphersuites",
+        "honor_cipher_order", "min_version", "max_version", "secure_options",
+        "session_id_context", "session_timeout", "alpn_protocols", "request_cert",
+        "reject_unauthorized", "ecdh_curve", "dhparam", "secure_protocol",
+        "npn_protocols", "ticket_keys",
+    }
+)  # fmt: skip
+
+# Options whose implementation belongs to a later piece of work (Node parity issue):
+# accepted names, refused values, never silently ignored.
+_NOT_YET = frozenset(
+    {"ecdh_curve", "dhparam", "secure_protocol", "npn_protocols", "ticket_keys"}
+)
+
+Pem = str | bytes
+_SHA256 = hashes.SHA256()
+
+
+def _pem_list(option: str, value: Pem | Sequence[Pem]) -> list[bytes]:
+    """One PEM string/bytes or a sequence of them, as a list of bytes."""
+    if isinstance(value, str | bytes):
+        items: Sequence[Pem] = [value]
+    elif isinstance(value, Sequence):
+        items = value
+    else:
+        raise TypeError(f"{option}: expected PEM str or bytes (or a list), got {type(value).__name__}")
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.encode()
+        if not isinstance(item, bytes):
+            raise TypeError(f"{option}: expected PEM str or bytes, got {type(item).__name__}")
+        out.append(item)
+    return out
+
+
+def _certs(option: str, value: Pem | Sequence[Pem]) -> list[x509.Certificate]:
+    certs: list[x509.Certificate] = []
+    for pem in _pem_list(option, value):
+        try:
+            certs += x509.load_pem_x509_certificates(pem)
+        except ValueError as exc:
+            raise TLSConfigError(f"{option}: cannot parse certificate: {exc}") from None
+    return certs
+
+
+def _bool(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{option}: expected bool, got {type(value).__name__}")
+    return value
+
+
+def _version(option: str, value: object) -> int:
+    if not isinstance(value, str):
+        raise TypeError(f"{option}: expected a str such as 'TLSv1.2', got {type(value).__name__}")
+    try:
+        return _VERSIONS[value]
+    except KeyError:
+        raise TLSConfigError(
+            f"{option}: unknown TLS version {value!r} (use one of {', '.join(_VERSIONS)})",
+            code="ERR_TLS_INVALID_PROTOCOL_VERSION",
+        ) from None
+
+
+class SecureContext:
+    """An immutable, shareable TLS configuration (Node's SecureContext).
+
+    Build it with :func:`create_secure_context`; pass it as ``context=`` to the
+    front doors or to :class:`~aiotls.TLSEngine`.
+    """
+
+    __slots__ = (
+        "_alpn_list",
+        "_ctx",
+        "_default_trust",
+        "_options",
+        "_trust_loaded",
+        "ca_certs",
+        "certificates",
+        "reject_unauthorized",
+        "request_cert",
+    )
+
+    _ctx: SSL.Context
+    _alpn_list: list[bytes]
+    _options: dict[str, Any]
+    _default_trust: bool
+    _trust_loaded: bool
+    certificates: list[x509.Certificate]
+    ca_certs: list[x509.Certificate]
+    request_cert: bool
+    reject_unauthorized: bool
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("SecureContext is immutable; build a new one instead")
+
+    def _set(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options this context was built from (a copy)."""
+        return dict(self._options)
+
+    @property
+    def alpn_protocols(self) -> list[str]:
+        """The ALPN protocols offered (client) or accepted in order (server)."""
+        return [p.decode() for p in self._alpn_list]
+
+    def _load_default_trust(self) -> None:
+        """Load the system trust store on first client use (only if no ``ca`` was given).
+
+        Done lazily because parsing the system bundle costs milliseconds and a
+        server context never needs it.
+        """
+        if self._default_trust and not self._trust_loaded:
+            self._ctx.set_default_verify_paths()
+            object.__setattr__(self, "_trust_loaded", True)
+
+    def __repr__(self) -> str:
+        subjects = [c.subject.rfc4514_string() for c in self.certificates]
+        return f"<SecureContext certs={subjects} alpn={self.alpn_protocols}>"
+
+
+def create_secure_context(**options: Any) -> SecureContext:
+    """Build a :class:`SecureContext` from Node-style options (snake_case).
+
+    Supported: key, cert, pfx, passphrase, ca, crl, ciphers, ciphersuites,
+    honor_cipher_order, min_version, max_version, secure_options,
+    session_id_context, session_timeout, alpn_protocols, request_cert,
+    reject_unauthorized. Defaults: TLS 1.2 minimum, :data:`DEFAULT_CIPHERS`,
+    the server's cipher order, and the system trust store for verifying servers
+    (``ca`` replaces it).
+    """
+    unknown = set(options) - CONTEXT_OPTIONS
+    if unknown:
+        raise TypeError(f"create_secure_context: unknown option(s): {', '.join(sorted(unknown))}")
+    for name in _NOT_YET & set(options):
+        if options[name] is not None:
+            raise TLSFeatureUnavailable(
+                f"{name}: not implemented yet in this version of aiotls",
+                code="ERR_TLS_FEATURE_UNAVAILABLE",
+            )
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
+    ctx.clear_mode(b.PARTIAL_WRITE_MODE)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    ctx.set_options(SSL.OP_NO_COMPRESSION)
+    sc = object.__new__(SecureContext)
+
+    min_v = _version("min_version", options.get("min_version", "TLSv1.2"))
+    ctx.set_min_proto_version(min_v)
+    if options.get("max_version") is not None:
+        max_v = _version("max_version", options["max_version"])
+        if max_v < min_v:
+            raise TLSConfigError("max_version: lower than min_version")
+        ctx.set_max_proto_version(max_v)
+
+    certs = _load_identity(ctx, options)
+    ca_certs = _load_trust(ctx, options)
+
+    _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", DEFAULT_CIPHERS))
+    if options.get("ciphersuites") is not None:
+        _openssl_option(ctx.set_tls13_ciphersuites, "ciphersuites", options["ciphersuites"])
+    if _bool("honor_cipher_order", options.get("honor_cipher_order", True)):
+        ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    secure_options = options.get("secure_options")
+    if secure_options is not None:
+        if not isinstance(secure_options, int) or isinstance(secure_options, bool):
+            raise TypeError("secure_options: expected an int bitmask of OpenSSL options")
+        ctx.set_options(secure_options)
+    timeout = options.get("session_timeout")
+    if timeout is not None:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+            raise TypeError("session_timeout: expected seconds as a number")
+        if timeout <= 0:
+            raise ValueError("session_timeout: must be positive")
+        ctx.set_timeout(int(timeout))
+
+    alpn = options.get("alpn_protocols")
+    alpn_list: list[bytes] = []
+    if alpn is not None:
+        if isinstance(alpn, str | bytes) or not isinstance(alpn, Sequence):
+            raise TypeError("alpn_protocols: expected a list of protocol names")
+        for proto in alpn:
+            raw = proto.encode() if isinstance(proto, str) else proto
+            if not isinstance(raw, bytes) or not 0 < len(raw) < 256:
+                raise ValueError(f"alpn_protocols: invalid protocol name {proto!r}")
+            alpn_list.append(raw)
+        if alpn_list:
+            ctx.set_alpn_protos(alpn_list)
+            b.install_alpn_select(ctx)
+
+    request_cert = _bool("request_cert", options.get("request_cert", False))
+    reject = _bool("reject_unauthorized", options.get("reject_unauthorized", True))
+    sid_ctx = options.get("session_id_context")
+    if sid_ctx is None:
+        # As nginx derives it: servers configured alike resume each other's sessions.
+        digest = hashlib.sha256()
+        for cert in certs + ca_certs:
+            digest.update(cert.fingerprint(cert.signature_hash_algorithm or _SHA256))
+        digest.update(b"request_cert" if request_cert else b"")
+        sid = digest.digest()
+    else:
+        sid = sid_ctx.encode() if isinstance(sid_ctx, str) else sid_ctx
+        if not isinstance(sid, bytes):
+            raise TypeError("session_id_context: expected str or bytes")
+        sid = hashlib.sha256(sid).digest() if len(sid) > 32 else sid
+    ctx.set_session_id(sid)
+
+    sc._set(
+        _ctx=ctx,
+        _alpn_list=alpn_list,
+        _options=dict(options),
+        _default_trust=options.get("ca") is None,
+        _trust_loaded=False,
+        certificates=certs,
+        ca_certs=ca_certs,
+        request_cert=request_cert,
+        reject_unauthorized=reject,
+    )
+    return sc
+
+
+def _openssl_option(setter: Any, option: str, value: object) -> None:
+    """Apply a string option, turning OpenSSL's refusal into a TLSConfigError."""
+    if not isinstance(value, str):
+        raise TypeError(f"{option}: expected str, got {type(value).__name__}")
+    try:
+        setter(value.encode())
+    except SSL.Error as exc:
+        raise TLSConfigError(f"{option}: {_reason(exc)} ({value!r})") from None
+
+
+def _reason(exc: SSL.Error) -> str:
+    """OpenSSL's reason text out of a pyOpenSSL error."""
+    try:
+        return str(exc.args[0][0][2])
+    except (IndexError, TypeError):
+        return str(exc)
+
+
+def _passphrase(option: str, value: object) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
+
+
+def _load_key(pem: bytes, passphrase: bytes | None) -> Any:
+    try:
+        return serialization.load_pem_private_key(pem, passphrase)
+    except TypeError as exc:  # encrypted key without passphrase, or the reverse
+        raise TLSConfigError(f"key: {exc}") from None
+    except ValueError as exc:
+        raise TLSConfigError(f"key: cannot load private key (bad passphrase?): {exc}") from None
+
+
+def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
+    """Install key/cert (and pfx); returns our certificates, leaves first."""
+    passphrase = _passphrase("passphrase", options.get("passphrase"))
+    pairs: list[tuple[Any, list[x509.Certificate]]] = []
+    if options.get("pfx") is not None:
+        pfx = options["pfx"]
+        if not isinstance(pfx, bytes):
+            raise TypeError("pfx: expected the PKCS#12 bytes")
+        try:
+            key, leaf, extra = pkcs12.load_key_and_certificates(pfx, passphrase)
+        except ValueError as exc:
+            raise TLSConfigError(f"pfx: cannot load PKCS#12 (bad passphrase?): {exc}") from None
+        if key is None or leaf is None:
+            raise TLSConfigError("pfx: the PKCS#12 holds no private key and certificate")
+        pairs.append((key, [leaf, *extra]))
+    key_opt, cert_opt = options.get("key"), options.get("cert")
+    if (key_opt is None) != (cert_opt is None):
+        raise TLSConfigError("key and cert must be given together")
+    if key_opt is not None:
+        keys = []
+        for item in key_opt if isinstance(key_opt, list) else [key_opt]:
+            if isinstance(item, dict):
+                pem = _pem_list("key", item.get("pem"))[0]
+                keys.append(_load_key(pem, _passphrase("key", item.get("passphrase")) or passphrase))
+            else:
+                keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
+        chains = [_certs("cert", c) for c in (cert_opt if isinstance(cert_opt, list) else [cert_opt])]
+        if len(chains) == 1 and len(keys) > 1:
+            raise TLSConfigError("cert: give one certificate chain per key")
+        if len(keys) != len(chains):
+            raise TLSConfigError("key/cert: give as many keys as certificate chains")
+        pairs += list(zip(keys, chains, strict=True))
+    certs: list[x509.Certificate] = []
+    for key, chain in pairs:
+        if not chain:
+            raise TLSConfigError("cert: no certificate found in the PEM data")
+        ctx.use_certificate(chain[0])
+        try:
+            ctx.use_privatekey(key)
+            ctx.check_privatekey()
+        except SSL.Error as exc:
+            raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
+        for extra in chain[1:]:
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        certs += chain
+    return certs
+
+
+def _load_trust(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
+    """Install ``ca`` (replacing the system trust) and ``crl``."""
+    ca = options.get("ca")
+    ca_certs = _certs("ca", ca) if ca is not None else []
+    store = ctx.get_cert_store()
+    for cert in ca_certs:
+        store.add_cert(crypto.X509.from_cryptography(cert))
+    if ca_certs:
+        ctx.set_client_ca_list([crypto.X509.from_cryptography(c).get_subject() for c in ca_certs])
+    crl = options.get("crl")
+    if crl is not None:
+        now = datetime.datetime.now(datetime.UTC)
+        for pem in _pem_list("crl", crl):
+            try:
+                loaded = x509.load_pem_x509_crl(pem)
+            except ValueError as exc:
+                raise TLSConfigError(f"crl: cannot parse CRL: {exc}") from None
+            next_update = loaded.next_update_utc
+            if next_update is not None and next_update < now:
+                raise TLSConfigError(f"crl: CRL has expired (nextUpdate {next_update:%Y-%m-%d})")
+            store.add_crl(loaded)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+    return ca_certs

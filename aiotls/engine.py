@@ -1,0 +1,411 @@
+"""TLSEngine: one TLS connection over pyOpenSSL memory BIOs, with no I/O of its own.
+
+Ciphertext from the network goes in with :meth:`TLSEngine.receive_data`; bytes for
+the network come out of :meth:`TLSEngine.data_to_send`; plaintext goes in with
+:meth:`TLSEngine.send` and comes out of :meth:`TLSEngine.read`. It is the modern form
+of Node's ``createSecurePair``, and what aiotls's asyncio transports are built on.
+
+The hot path calls OpenSSL directly through cryptography's cffi bindings on the
+pyOpenSSL ``Connection``'s own ``SSL*`` and BIOs: it reads while OpenSSL has bytes
+rather than looping until ``WantReadError`` (raising costs as much as reading), and
+decrypts a whole received chunk per call rather than a record per call.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from OpenSSL import SSL
+
+from . import _bindings as b
+from .errors import TLSCertificateError, TLSError, verify_code_name
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from .context import SecureContext
+
+__all__ = ["TLSEngine"]
+
+ffi, lib = b.ffi, b.lib
+
+_SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
+_MAX_RECORD = 16384 + 2048
+_tls = threading.local()
+
+
+def _scratch() -> Any:
+    """A per-thread output buffer; cffi drops the GIL in OpenSSL calls, so not global."""
+    buf = getattr(_tls, "buf", None)
+    if buf is None:
+        buf = _tls.buf = ffi.new_allocator(should_clear_after_alloc=False)(
+            "char[]", _SCRATCH_SIZE
+        )
+    return buf
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class TLSEngine:
+    """One client or server TLS connection, driven by bytes in and bytes out.
+
+    ``server_hostname`` (client side) is sent as SNI. ``pause_handshake`` (server
+    side) stops the handshake once, after the ClientHello, with
+    :attr:`handshake_paused` set, so that the caller may run hooks (for example
+    swap the context for SNI with :meth:`set_context`) and then :meth:`resume`.
+    """
+
+    __slots__ = (
+        "_conn",
+        "_context",
+        "_deferred",
+        "_hook_state",
+        "_in",
+        "_out",
+        "_ssl",
+        "alpn_select",
+        "close_notify_received",
+        "close_notify_sent",
+        "handshake_complete",
+        "on_keylog",
+        "server_hostname",
+        "server_side",
+    )
+
+    def __init__(
+        self,
+        context: SecureContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+        pause_handshake: bool = False,
+        session: bytes | None = None,
+        on_keylog: Callable[[bytes], object] | None = None,
+    ) -> None:
+        self._context = context
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.handshake_complete = False
+        self.close_notify_received = False
+        self.close_notify_sent = False
+        self.on_keylog = on_keylog
+        self.alpn_select: Callable[[list[bytes]], bytes | None] | None = None
+        self._deferred: TLSError | None = None
+        # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
+        self._hook_state: str | None = "armed" if pause_handshake else None
+        conn = SSL.Connection(context._ctx, None)
+        conn._app_data = self
+        self._conn = conn
+        self._ssl, self._in, self._out = conn._ssl, conn._into_ssl, conn._from_ssl
+        if on_keylog is not None:  # shared context: the callback asks each engine for its hook
+            lib.SSL_CTX_set_keylog_callback(context._ctx._context, b.keylog_callback)
+        if server_side:
+            conn.set_accept_state()
+            self._apply_server_verify()
+            if pause_handshake:
+                lib.SSL_set_cert_cb(self._ssl, b.cert_callback, ffi.NULL)
+        else:
+            conn.set_connect_state()
+            self._configure_client(session)
+
+    def _apply_server_verify(self) -> None:
+        ctx = self._context
+        if ctx.request_cert:
+            reject = ctx.reject_unauthorized
+            mode = lib.SSL_VERIFY_PEER | (lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT if reject else 0)
+            lib.SSL_set_verify(self._ssl, mode, ffi.NULL if reject else b.verify_accept_all)
+        else:
+            lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_NONE, ffi.NULL)
+
+    def _configure_client(self, session: bytes | None) -> None:
+        ctx = self._context
+        ctx._load_default_trust()
+        callback = ffi.NULL if ctx.reject_unauthorized else b.verify_accept_all
+        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, callback)
+        name = self.server_hostname
+        if name and not _is_ip(name):
+            lib.SSL_set_tlsext_host_name(self._ssl, name.encode("idna"))
+        if session:
+            data = ffi.cast("unsigned char *", ffi.from_buffer(session))
+            sess = lib.d2i_SSL_SESSION(ffi.NULL, ffi.new("unsigned char **", data), len(session))
+            if sess != ffi.NULL:  # junk means a full handshake, never a crash
+                lib.SSL_set_session(self._ssl, sess)
+                lib.SSL_SESSION_free(sess)
+            b.error_queue()
+
+    # -- the data path ---------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Feed ciphertext from the network; advances the handshake if it is running."""
+        if len(data):
+            lib.BIO_write(self._in, ffi.from_buffer(data), len(data))
+        if not self.handshake_complete and self._hook_state != "paused":
+            self.do_handshake()
+
+    def data_to_send(self) -> bytes:
+        """All ciphertext waiting for the network (a client's first call: ClientHello)."""
+        buf = _scratch()
+        n = lib.BIO_read(self._out, buf, _SCRATCH_SIZE)
+        if n <= 0:
+            return b""
+        if n < _SCRATCH_SIZE:
+            return ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
+        pieces = [ffi.buffer(buf, n)[:]]
+        while (n := lib.BIO_read(self._out, buf, _SCRATCH_SIZE)) > 0:
+            pieces.append(ffi.buffer(buf, n)[:])
+        return b"".join(pieces)
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt plaintext for the peer; it comes out of :meth:`data_to_send`."""
+        if not self.handshake_complete:
+            raise TLSError("cannot send before the handshake completes", code="ERR_TLS_NOT_READY")
+        if self.close_notify_sent:
+            raise TLSError("cannot send after close_notify", code="ERR_TLS_CLOSED")
+        view = memoryview(data).cast("B")
+        total, sent = len(view), 0
+        ptr = ffi.from_buffer(view)
+        lib.ERR_clear_error()
+        while sent < total:
+            n = lib.SSL_write(self._ssl, ptr + sent, total - sent)
+            if n <= 0:
+                raise self._fail(n)
+            sent += n
+
+    def read(self) -> bytes:
+        """Plaintext decrypted so far (b"" if none); sets :attr:`close_notify_received`.
+
+        A fatal error after some plaintext is deferred to the next call, so no
+        decrypted byte is lost.
+        """
+        buf = _scratch()
+        total = self.read_into(buf, _SCRATCH_SIZE)
+        if total < _SCRATCH_SIZE - _MAX_RECORD:
+            return ffi.buffer(buf, total)[:]  # type: ignore[no-any-return]
+        pieces = [ffi.buffer(buf, total)[:]]
+        while n := self.read_into(buf, _SCRATCH_SIZE):
+            pieces.append(ffi.buffer(buf, n)[:])
+        return b"".join(pieces)
+
+    def read_into(self, buf: Any, size: int) -> int:
+        """Decrypt into ``buf`` (cffi pointer or writable buffer) up to ``size`` bytes."""
+        if self._deferred is not None:
+            exc, self._deferred = self._deferred, None
+            raise exc
+        if not self.handshake_complete or self.close_notify_received:
+            return 0
+        ptr = buf if isinstance(buf, ffi.CData) else ffi.from_buffer(buf, require_writable=True)
+        ssl, total = self._ssl, 0
+        lib.ERR_clear_error()
+        while total < size:
+            n = lib.SSL_read(ssl, ptr + total, size - total)
+            if n <= 0:
+                err = lib.SSL_get_error(ssl, n)
+                if err == lib.SSL_ERROR_ZERO_RETURN:
+                    self.close_notify_received = True
+                elif err != lib.SSL_ERROR_WANT_READ:
+                    exc = self._fail(n, err)
+                    if not total:
+                        raise exc
+                    self._deferred = exc
+                break
+            total += n
+        return total
+
+    @property
+    def pending(self) -> bool:
+        """True if decrypted bytes wait in OpenSSL (a reader paused mid-chunk)."""
+        return bool(lib.SSL_pending(self._ssl))
+
+    # -- handshake -------------------------------------------------------------------
+
+    @property
+    def handshake_paused(self) -> bool:
+        """True while the server handshake waits for :meth:`resume` (see pause_handshake)."""
+        return self._hook_state == "paused"
+
+    def do_handshake(self) -> bool:
+        """Advance the handshake with what has been received; True once complete."""
+        lib.ERR_clear_error()
+        rc = lib.SSL_do_handshake(self._ssl)
+        if rc == 1:
+            self.handshake_complete = True
+            return True
+        err = lib.SSL_get_error(self._ssl, rc)
+        if err == lib.SSL_ERROR_WANT_READ or err == lib.SSL_ERROR_WANT_X509_LOOKUP:
+            return False
+        raise self._fail(rc, err)
+
+    def resume(self) -> bool:
+        """Continue a paused handshake after the hooks ran; True once complete."""
+        if self._hook_state == "paused":
+            self._hook_state = "done"
+        return self.do_handshake()
+
+    def _pause_for_hooks(self) -> bool:
+        if self._hook_state == "armed":
+            self._hook_state = "paused"
+            return True
+        return False
+
+    def _select_alpn(self, offered: list[bytes]) -> bytes | None:
+        if self.alpn_select is not None:
+            return self.alpn_select(offered)
+        for proto in self._context._alpn_list:
+            if proto in offered:
+                return proto
+        return None
+
+    def set_context(self, context: SecureContext) -> None:
+        """Switch this server connection to another context (SNI), before resuming."""
+        self._conn.set_context(context._ctx)
+        self._context = context
+        self._apply_server_verify()
+
+    @property
+    def context(self) -> SecureContext:
+        """The SecureContext in use (after SNI, the one the hook chose)."""
+        return self._context
+
+    def _fail(self, rc: int, err: int | None = None) -> TLSError:
+        """Build the error for a failed OpenSSL call; its alert stays queued to send."""
+        if err is None:
+            err = lib.SSL_get_error(self._ssl, rc)
+        reasons = b.error_queue()
+        verify = lib.SSL_get_verify_result(self._ssl)
+        if verify != 0 and "certificate verify failed" in reasons:
+            text = ffi.string(lib.X509_verify_cert_error_string(verify)).decode()
+            return TLSCertificateError(text, code=verify_code_name(verify), reason=text)
+        if err == lib.SSL_ERROR_SYSCALL and not reasons:
+            reasons = ["unexpected eof while reading"]
+        reason = reasons[0] if reasons else "TLS failure"
+        code = "ERR_SSL_" + reason.upper().replace(" ", "_").replace("-", "_")
+        return TLSError("; ".join(reasons) or reason, code=code, reason=reason)
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Queue close_notify (take it with :meth:`data_to_send`); idempotent."""
+        if self.close_notify_sent:
+            return
+        self.close_notify_sent = True
+        if self.handshake_complete:
+            lib.ERR_clear_error()
+            lib.SSL_shutdown(self._ssl)
+            b.error_queue()
+
+    def release(self) -> None:
+        """Forget the connection after it ended, cleanly or not.
+
+        OpenSSL evicts a session from the server cache when a connection is freed
+        without a shutdown; like nginx we mark the shutdown done so TLS 1.2 session
+        resumption survives peer resets and EOFs without close_notify.
+        """
+        if self.handshake_complete:
+            lib.SSL_set_shutdown(self._ssl, lib.SSL_SENT_SHUTDOWN | lib.SSL_RECEIVED_SHUTDOWN)
+        self._conn._app_data = None
+
+    # -- what was negotiated ---------------------------------------------------------
+
+    @property
+    def connection(self) -> SSL.Connection:
+        """The pyOpenSSL Connection (for getters aiotls does not wrap)."""
+        return self._conn
+
+    @property
+    def servername(self) -> str | None:
+        """The SNI name: sent (client) or received (server)."""
+        if not self.server_side:
+            return self.server_hostname
+        name = lib.SSL_get_servername(self._ssl, lib.TLSEXT_NAMETYPE_host_name)
+        return None if name == ffi.NULL else ffi.string(name).decode("ascii", "replace")
+
+    @property
+    def verify_error(self) -> str | None:
+        """OpenSSL's verify error name for the peer's chain, or None if it verified."""
+        code = lib.SSL_get_verify_result(self._ssl)
+        return None if code == 0 else verify_code_name(code)
+
+    def get_protocol(self) -> str | None:
+        """"TLSv1.3", "TLSv1.2", ...; "unknown" before the handshake completes."""
+        if not self.handshake_complete:
+            return "unknown"
+        return self._conn.get_protocol_version_name()  # type: ignore[no-any-return]
+
+    def get_cipher(self) -> dict[str, str] | None:
+        """Node's ``{"name", "standardName", "version"}`` for the negotiated suite."""
+        name = self._conn.get_cipher_name()
+        if name is None:
+            return None
+        from .ciphers import standard_name
+
+        return {
+            "name": name,
+            "standardName": standard_name(name),
+            "version": self._conn.get_cipher_version(),
+        }
+
+    @property
+    def alpn_protocol(self) -> str | bool:
+        """The negotiated ALPN protocol, or False (Node's alpnProtocol)."""
+        proto = self._conn.get_alpn_proto_negotiated()
+        return proto.decode() if proto else False
+
+    @property
+    def session_reused(self) -> bool:
+        """True when the handshake resumed a session."""
+        return bool(lib.SSL_session_reused(self._ssl))
+
+    def get_group_name(self) -> str | None:
+        """The key-exchange group negotiated (X25519MLKEM768, X25519, ...)."""
+        return self._conn.get_group_name()  # type: ignore[no-any-return]
+
+    def get_peer_x509_certificate(self) -> x509.Certificate | None:
+        """The peer's leaf certificate as a cryptography object."""
+        return self._conn.get_peer_certificate(as_cryptography=True)  # type: ignore[no-any-return]
+
+    def get_peer_x509_chain(self) -> list[x509.Certificate]:
+        """The chain the peer sent, leaf first (a server's list lacks the client leaf)."""
+        chain = self._conn.get_peer_cert_chain(as_cryptography=True)
+        return list(chain or [])
+
+    def get_x509_certificate(self) -> x509.Certificate | None:
+        """Our own certificate, as a cryptography object."""
+        cert = self._conn.get_certificate(as_cryptography=True)
+        return cert  # type: ignore[no-any-return]
+
+    def get_session(self) -> bytes | None:
+        """The current session, DER-encoded, for ``session=`` on a later connection."""
+        sess = lib.SSL_get_session(self._ssl)
+        if sess == ffi.NULL:
+            return None
+        n = lib.i2d_SSL_SESSION(sess, ffi.NULL)
+        if n <= 0:
+            return None
+        out = ffi.new("unsigned char[]", n)
+        lib.i2d_SSL_SESSION(sess, ffi.new("unsigned char **", out))
+        return ffi.buffer(out, n)[:]  # type: ignore[no-any-return]
+
+    def export_keying_material(
+        self, length: int, label: str | bytes, context: bytes | None = None
+    ) -> bytes:
+        """RFC 5705 keying material (Node's exportKeyingMaterial)."""
+        if isinstance(label, str):
+            label = label.encode()
+        return self._conn.export_keying_material(label, length, context)  # type: ignore[no-any-return]
+
+    def get_finished(self) -> bytes | None:
+        """The last Finished message we sent."""
+        return self._conn.get_finished()  # type: ignore[no-any-return]
+
+    def get_peer_finished(self) -> bytes | None:
+        """The last Finished message the peer sent."""
+        return self._conn.get_peer_finished()  # type: ignore[no-any-return]

@@ -1,0 +1,135 @@
+"""Connection options: split the front doors' keywords into a context and per-connection settings.
+
+Context options build a :class:`~aiotls.SecureContext` when ``context=`` is not
+given (when it is, the context wins, as in Node). The rest (timeouts and hooks)
+become a :class:`ConnectionOptions`, checked here so that a bad value raises at
+the call that received it, naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context
+from .errors import TLSFeatureUnavailable
+
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "ConnectionOptions", "split"]
+
+#: asyncio's value (Node's is 120 s): long enough for slow links, short enough to reap stalls.
+DEFAULT_HANDSHAKE_TIMEOUT = 60.0
+#: How long close() waits for the peer's close_notify before dropping the connection.
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+_BOTH = {"handshake_timeout", "shutdown_timeout", "suppress_ragged_eofs", "on_keylog"}
+_SERVER = {
+    "sni_callback", "on_secure_connection", "on_tls_client_error", "allow_renegotiation",
+    "on_ocsp_request", "on_new_session", "on_resume_session",
+}  # fmt: skip
+_CLIENT = {
+    "servername", "session", "check_server_identity", "min_dh_size", "request_ocsp",
+    "on_ocsp_response", "on_session", "lookup",
+}  # fmt: skip
+# Hooks whose machinery belongs to later work; refused rather than silently ignored.
+_NOT_YET = {
+    "allow_renegotiation", "on_ocsp_request", "on_new_session", "on_resume_session",
+    "min_dh_size", "request_ocsp", "on_ocsp_response", "on_session",
+}  # fmt: skip
+
+Hook = Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionOptions:
+    """Per-connection settings that are not part of the SecureContext."""
+
+    server_side: bool = False
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    suppress_ragged_eofs: bool = False
+    on_keylog: Hook | None = None
+    # server
+    sni_callback: Hook | None = None
+    alpn_callback: Hook | None = None
+    on_secure_connection: Hook | None = None
+    on_tls_client_error: Hook | None = None
+    # client
+    servername: str | None = None
+    session: bytes | None = None
+    check_server_identity: Hook | None = None
+    lookup: Hook | None = None
+
+
+def _timeout(name: str, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected seconds as a number, got {type(value).__name__}")
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"{name}: must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _hook(name: str, value: object) -> Hook | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
+    return value  # type: ignore[return-value]
+
+
+def split(
+    kwargs: dict[str, Any], *, server_side: bool, context: SecureContext | None
+) -> tuple[SecureContext, ConnectionOptions]:
+    """Validate a front door's keywords; build the context unless one was given."""
+    allowed = _BOTH | (_SERVER if server_side else _CLIENT)
+    ctx_kwargs = {k: v for k, v in kwargs.items() if k in CONTEXT_OPTIONS}
+    conn_kwargs = {k: v for k, v in kwargs.items() if k not in CONTEXT_OPTIONS}
+    unknown = set(conn_kwargs) - allowed
+    if unknown:
+        side = "server" if server_side else "client"
+        raise TypeError(f"unknown {side} option(s): {', '.join(sorted(unknown))}")
+    for name in _NOT_YET & set(conn_kwargs):
+        if conn_kwargs[name] not in (None, False):
+            raise TLSFeatureUnavailable(
+                f"{name}: not implemented yet in this version of aiotls",
+                code="ERR_TLS_FEATURE_UNAVAILABLE",
+            )
+    alpn_callback = None
+    if callable(ctx_kwargs.get("alpn_protocols")):
+        if not server_side:
+            raise TypeError("alpn_protocols: a callable is a server option; clients give a list")
+        alpn_callback = ctx_kwargs.pop("alpn_protocols")
+    if context is None:
+        context = create_secure_context(**ctx_kwargs)
+    elif not isinstance(context, SecureContext):
+        raise TypeError(f"context: expected a SecureContext, got {type(context).__name__}")
+    servername = conn_kwargs.get("servername")
+    if servername is not None and not isinstance(servername, str):
+        raise TypeError("servername: expected str")
+    session = conn_kwargs.get("session")
+    if session is not None and not isinstance(session, bytes | bytearray):
+        raise TypeError("session: expected the bytes of get_session() or on_session")
+    ragged = conn_kwargs.get("suppress_ragged_eofs", False)
+    if not isinstance(ragged, bool):
+        raise TypeError("suppress_ragged_eofs: expected bool")
+    opts = ConnectionOptions(
+        server_side=server_side,
+        handshake_timeout=_timeout(
+            "handshake_timeout", conn_kwargs.get("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
+        ),
+        shutdown_timeout=_timeout(
+            "shutdown_timeout", conn_kwargs.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
+        ),
+        suppress_ragged_eofs=ragged,
+        on_keylog=_hook("on_keylog", conn_kwargs.get("on_keylog")),
+        sni_callback=_hook("sni_callback", conn_kwargs.get("sni_callback")),
+        alpn_callback=alpn_callback,
+        on_secure_connection=_hook("on_secure_connection", conn_kwargs.get("on_secure_connection")),
+        on_tls_client_error=_hook("on_tls_client_error", conn_kwargs.get("on_tls_client_error")),
+        servername=servername,
+        session=bytes(session) if session is not None else None,
+        check_server_identity=_hook(
+            "check_server_identity", conn_kwargs.get("check_server_identity")
+        ),
+        lookup=_hook("lookup", conn_kwargs.get("lookup")),
+    )
+    return context, opts

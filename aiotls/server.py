@@ -1,0 +1,167 @@
+"""Server front doors: create_server (protocols), start_server (streams) and Server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from . import options as _options
+from .context import SecureContext, create_secure_context
+from .streams import StreamProtocol
+from .transport import TLSTransport
+
+__all__ = ["Server", "create_server", "start_server"]
+
+_LISTEN_KEYS = {"family", "flags", "backlog", "reuse_address", "reuse_port", "start_serving"}
+
+
+class Server:
+    """A listening TLS server (Node's ``tls.Server``), wrapping an asyncio Server."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        context: SecureContext,
+        options: _options.ConnectionOptions,
+    ) -> None:
+        self._loop = loop
+        self._factory = protocol_factory
+        self._context = context
+        self._options = options
+        self._connections: set[TLSTransport] = set()
+        self._server: asyncio.Server | None = None
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        """Called by asyncio per accepted socket: a TLSTransport and its raw protocol."""
+        tls = TLSTransport(
+            self._loop,
+            self._factory(),
+            self._context,
+            self._options,
+            on_lost=self._connections.discard,
+        )
+        self._connections.add(tls)
+        return tls.raw_protocol
+
+    # -- asyncio.Server surface ------------------------------------------------------
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    def close(self) -> None:
+        """Stop listening; connections already accepted go on (as in asyncio and Node)."""
+        if self._server is not None:
+            self._server.close()
+
+    async def wait_closed(self) -> None:
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def start_serving(self) -> None:
+        assert self._server is not None
+        await self._server.start_serving()
+
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    # -- Node's tls.Server surface ---------------------------------------------------
+
+    def address(self) -> dict[str, Any] | str | None:
+        """Node's server.address(): ``{"address", "family", "port"}``, or the unix path."""
+        if not self.sockets:
+            return None
+        name = self.sockets[0].getsockname()
+        if isinstance(name, tuple):
+            family = "IPv6" if self.sockets[0].family == socket.AF_INET6 else "IPv4"
+            return {"address": name[0], "family": family, "port": name[1]}
+        return name  # type: ignore[no-any-return]
+
+    def get_connections(self) -> int:
+        """How many accepted connections are still open (handshaking included)."""
+        return len(self._connections)
+
+    def set_secure_context(self, context_or_options: SecureContext | dict[str, Any]) -> None:
+        """Use another context for connections accepted from now on (hot reload)."""
+        if isinstance(context_or_options, dict):
+            context_or_options = create_secure_context(**context_or_options)
+        if not isinstance(context_or_options, SecureContext):
+            raise TypeError("set_secure_context: expected a SecureContext or an options dict")
+        self._context = context_or_options
+
+    @property
+    def context(self) -> SecureContext:
+        """The context new connections get (before SNI)."""
+        return self._context
+
+
+async def create_server(
+    protocol_factory: Callable[[], asyncio.BaseProtocol],
+    host: str | list[str] | None = None,
+    port: int | None = None,
+    *,
+    path: str | None = None,
+    sock: socket.socket | None = None,
+    context: SecureContext | None = None,
+    **kwargs: Any,
+) -> Server:
+    """Listen for TLS connections; each gets a protocol from ``protocol_factory``.
+
+    Keywords are context options (used when ``context`` is None), server options
+    (handshake_timeout, shutdown_timeout, sni_callback, on_secure_connection,
+    on_tls_client_error, ...) and asyncio's listening options (backlog,
+    reuse_address, reuse_port, family, flags, start_serving).
+    """
+    loop = asyncio.get_running_loop()
+    listen = {k: kwargs.pop(k) for k in list(kwargs) if k in _LISTEN_KEYS}
+    ctx, opts = _options.split(kwargs, server_side=True, context=context)
+    server = Server(loop, protocol_factory, ctx, opts)
+    if path is not None:
+        listen.pop("reuse_address", None)
+        listen.pop("reuse_port", None)
+        listen.pop("family", None)
+        listen.pop("flags", None)
+        server._server = await loop.create_unix_server(server._accept, path, sock=sock, **listen)
+    else:
+        server._server = await loop.create_server(server._accept, host, port, sock=sock, **listen)
+    return server
+
+
+async def start_server(
+    client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
+    host: str | list[str] | None = None,
+    port: int | None = None,
+    *,
+    path: str | None = None,
+    sock: socket.socket | None = None,
+    context: SecureContext | None = None,
+    limit: int = 2**16,
+    **kwargs: Any,
+) -> Server:
+    """Like :func:`asyncio.start_server`, over TLS: ``client_connected_cb(reader, writer)``."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> asyncio.BaseProtocol:
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        return StreamProtocol(reader, client_connected_cb, loop=loop)
+
+    return await create_server(
+        factory, host, port, path=path, sock=sock, context=context, **kwargs
+    )

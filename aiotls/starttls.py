@@ -1,0 +1,81 @@
+"""start_tls: upgrade a live connection (a StreamWriter or a transport) to TLS in place."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import options as _options
+from .context import SecureContext
+from .transport import TLSTransport
+
+__all__ = ["start_tls"]
+
+
+async def _upgrade(
+    raw: asyncio.Transport,
+    app: asyncio.BaseProtocol,
+    *,
+    server_side: bool,
+    context: SecureContext | None,
+    kwargs: dict[str, Any],
+    already_read: bytes = b"",
+) -> TLSTransport:
+    loop = asyncio.get_running_loop()
+    ctx, opts = _options.split(kwargs, server_side=server_side, context=context)
+    waiter: asyncio.Future[None] = loop.create_future()
+    tls = TLSTransport(
+        loop, app, ctx, opts, server_hostname=opts.servername, waiter=waiter, connect_app=False
+    )
+    raw.set_protocol(tls.raw_protocol)
+    tls.raw_protocol.connection_made(raw)
+    if already_read:  # the peer's first TLS bytes may have arrived with the plaintext
+        tls.raw_protocol.data_received(already_read)
+    raw.resume_reading()
+    try:
+        await waiter
+    except BaseException:
+        raw.abort()
+        raise
+    return tls
+
+
+async def start_tls(
+    writer_or_transport: asyncio.StreamWriter | asyncio.Transport,
+    *,
+    server_side: bool = False,
+    protocol: asyncio.BaseProtocol | None = None,
+    context: SecureContext | None = None,
+    **kwargs: Any,
+) -> TLSTransport | None:
+    """Run a TLS handshake over a live connection (STARTTLS), either side.
+
+    Given a StreamWriter, the same reader and writer go on over TLS and the call
+    returns None; bytes the StreamReader had buffered but nobody read yet are
+    treated as the start of the TLS stream, so a ClientHello that arrived with
+    the plaintext command is not lost. Given a transport, pass ``protocol=`` (the
+    default is the transport's current protocol); the new TLSTransport is returned,
+    as ``loop.start_tls`` does, and ``connection_made`` is not called again.
+    """
+    if isinstance(writer_or_transport, asyncio.StreamWriter):
+        writer = writer_or_transport
+        await writer.drain()
+        stream_protocol: Any = writer._protocol  # type: ignore[attr-defined]
+        reader: asyncio.StreamReader = stream_protocol._stream_reader
+        buffered = bytes(reader._buffer)  # type: ignore[attr-defined]
+        reader._buffer.clear()  # type: ignore[attr-defined]
+        tls = await _upgrade(
+            writer.transport,  # type: ignore[arg-type]
+            stream_protocol,
+            server_side=server_side,
+            context=context,
+            kwargs=kwargs,
+            already_read=buffered,
+        )
+        writer._transport = tls  # type: ignore[attr-defined]
+        stream_protocol._transport = tls
+        reader._transport = tls  # type: ignore[attr-defined]
+        return None
+    transport = writer_or_transport
+    app = protocol if protocol is not None else transport.get_protocol()
+    return await _upgrade(transport, app, server_side=server_side, context=context, kwargs=kwargs)

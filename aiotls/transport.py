@@ -1,0 +1,735 @@
+"""TLSTransport: an asyncio Transport that runs a TLSEngine over a raw socket transport.
+
+Two objects per connection, as in CPython's sslproto: :class:`_RawProtocol` is the
+BufferedProtocol on the socket transport and forwards its events here;
+:class:`TLSTransport` is the state machine and the Transport the application
+protocol (a Protocol or a BufferedProtocol) sees. It is also Node's ``TLSSocket``
+surface (``get_extra_info("tls")`` returns it).
+
+States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
+failure). The application protocol gets ``connection_made`` only once the
+handshake succeeded, and then exactly one ``connection_lost``.
+
+Closing follows uvloop's stricter rules: ``close()`` sends what the application
+wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
+peer's close_notify, discarding any data that arrives meanwhile. A TCP EOF without
+close_notify is a truncation attack as far as TLS can tell, so it is reported as
+``connection_lost(TLSError("ERR_SSL_UNEXPECTED_EOF_WHILE_READING"))`` unless the
+connection was opened with ``suppress_ragged_eofs=True``.
+
+``write_eof()`` sends close_notify and keeps reading (Node's allowHalfOpen). On
+TLS 1.3 the peer may go on writing until its own close_notify. RFC 5246 (TLS 1.2)
+asks a peer that receives close_notify to answer with its own and stop, which
+OpenSSL-based peers do at once; data already in flight still arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import logging
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from . import certinfo
+from .context import SecureContext
+from .engine import TLSEngine
+from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
+from .options import ConnectionOptions
+
+__all__ = ["SSLObjectShim", "TLSSocket", "TLSTransport", "call_hook"]
+
+log = logging.getLogger("aiotls")
+
+_RECV_SIZE = 256 * 1024
+_local = threading.local()
+
+
+def _recv_buffer() -> memoryview:
+    """One receive buffer per thread, shared by every connection of its loop.
+
+    The socket transport fills it and ``buffer_updated`` copies it into OpenSSL
+    at once, so no connection holds receive memory while idle.
+    """
+    buf = getattr(_local, "recv", None)
+    if buf is None:
+        buf = _local.recv = memoryview(bytearray(_RECV_SIZE))
+    return buf  # type: ignore[no-any-return]
+
+
+def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any) -> None:
+    """Call a plain or async user hook without letting its failure escape unhandled."""
+    try:
+        result = hook(*args)
+    except Exception:
+        log.exception("aiotls hook %r raised", hook)
+        return
+    if inspect.isawaitable(result):
+        task = asyncio.ensure_future(result, loop=loop)
+        task.add_done_callback(_log_hook_failure)
+
+
+def _log_hook_failure(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("aiotls hook failed", exc_info=task.exception())
+
+
+class _State(enum.Enum):
+    HANDSHAKING = "handshaking"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _RawProtocol(asyncio.BufferedProtocol):
+    """The protocol on the socket transport: hands every event to its TLSTransport."""
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLSTransport) -> None:
+        self._tls = tls
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tls._raw_connection_made(transport)  # type: ignore[arg-type]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _recv_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._tls._raw_received(_recv_buffer()[:nbytes])
+
+    def data_received(self, data: bytes) -> None:  # when stacked on a non-buffered transport
+        self._tls._raw_received(data)
+
+    def eof_received(self) -> bool:
+        return self._tls._raw_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tls._raw_connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._tls._raw_pause_writing()
+
+    def resume_writing(self) -> None:
+        self._tls._raw_resume_writing()
+
+
+class TLSTransport(asyncio.Transport):
+    """The application's side of a TLS connection, with Node's TLSSocket getters."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        app_protocol: asyncio.BaseProtocol,
+        context: SecureContext,
+        options: ConnectionOptions,
+        *,
+        server_hostname: str | None = None,
+        waiter: asyncio.Future[None] | None = None,
+        on_lost: Callable[[TLSTransport], None] | None = None,
+        connect_app: bool = True,
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._options = options
+        self._state = _State.HANDSHAKING
+        self._raw: asyncio.Transport | None = None
+        self._waiter = waiter
+        self._on_lost = on_lost
+        self._connect_app = connect_app
+        self._check_host = server_hostname
+        self._engine = TLSEngine(
+            context,
+            server_side=options.server_side,
+            server_hostname=options.servername if options.servername is not None else None,
+            pause_handshake=options.sni_callback is not None,
+            session=options.session,
+            on_keylog=options.on_keylog,
+        )
+        if options.alpn_callback is not None:
+            self._engine.alpn_select = self._alpn_select
+        self._app: asyncio.BaseProtocol = app_protocol
+        self._app_buffered = isinstance(app_protocol, asyncio.BufferedProtocol)
+        self._app_connected = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._eof_sent = False
+        self._peer_closed = False
+        self._close_exc: BaseException | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._hook_task: asyncio.Task[None] | None = None
+        self.authorized = False
+        self.authorization_error: str | None = None
+        self.raw_protocol = _RawProtocol(self)
+
+    # -- events from the socket ------------------------------------------------------
+
+    def _raw_connection_made(self, raw: asyncio.Transport) -> None:
+        self._raw = raw
+        timeout = self._options.handshake_timeout
+        if timeout:
+            self._timer = self._loop.call_later(timeout, self._handshake_timed_out, timeout)
+        if not self._options.server_side:
+            self._step_handshake(self._engine.do_handshake)
+
+    def _raw_received(self, data: memoryview | bytes) -> None:
+        engine = self._engine
+        if self._state is _State.HANDSHAKING:
+            self._step_handshake(engine.receive_data, data)
+            return
+        if self._state is _State.CLOSED:
+            return
+        try:
+            engine.receive_data(data)
+        except TLSError as exc:
+            self._fatal(exc)
+            return
+        self._deliver()
+
+    def _raw_eof(self) -> bool:
+        """TCP EOF: clean only after the peer's close_notify (or with ragged EOFs allowed)."""
+        if self._state is _State.HANDSHAKING:
+            self._handshake_failed(
+                TLSError(
+                    "connection closed during the TLS handshake",
+                    code="ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                )
+            )
+            return False
+        if self._state is not _State.OPEN:
+            return False
+        if not self._engine.close_notify_received:
+            if not self._options.suppress_ragged_eofs:
+                self._close_exc = TLSError(
+                    "TCP EOF without TLS close_notify (truncated connection)",
+                    code="ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                )
+                self._state = _State.CLOSED
+                return False
+            self._on_peer_close_notify()
+        # The peer is done writing; keep the socket only if we may still write.
+        return self._state is _State.OPEN and not self._eof_sent
+
+    def _raw_connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._hook_task is not None:
+            self._hook_task.cancel()
+        if self._state is _State.HANDSHAKING:
+            self._handshake_failed(
+                exc
+                or TLSError(
+                    "connection lost during the TLS handshake",
+                    code="ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
+                )
+            )
+        self._state = _State.CLOSED
+        self._engine.release()
+        if self._on_lost is not None:
+            self._on_lost(self)
+        if self._app_connected:
+            self._app_connected = False
+            err = self._close_exc if self._close_exc is not None else exc
+            self._loop.call_soon(self._app.connection_lost, err)
+
+    def _raw_pause_writing(self) -> None:
+        self._writing_paused = True
+        if self._app_connected:
+            self._app.pause_writing()
+
+    def _raw_resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._app_connected:
+            self._app.resume_writing()
+
+    # -- handshake -------------------------------------------------------------------
+
+    def _step_handshake(self, step: Callable[..., Any], *args: Any) -> None:
+        """Run one handshake step, flush what it produced, then act on the outcome."""
+        engine = self._engine
+        try:
+            step(*args)
+        except TLSError as exc:
+            self._flush()  # the fatal alert OpenSSL produced goes out first
+            self._handshake_failed(exc)
+            return
+        self._flush()
+        if engine.handshake_paused:
+            if self._hook_task is None:
+                self._hook_task = self._loop.create_task(self._run_hooks())
+        elif engine.handshake_complete:
+            self._handshake_done()
+
+    async def _run_hooks(self) -> None:
+        """Await the server's handshake hooks while the handshake is paused (SNI)."""
+        engine, sni = self._engine, self._options.sni_callback
+        try:
+            if sni is not None:
+                ctx = sni(engine.servername)
+                if inspect.isawaitable(ctx):
+                    ctx = await ctx
+                if ctx is not None:
+                    if not isinstance(ctx, SecureContext):
+                        raise TypeError(f"sni_callback returned {type(ctx).__name__}")
+                    engine.set_context(ctx)
+        except Exception as exc:
+            err = TLSError(f"Invalid SNI context: {exc}", code="ERR_TLS_SNI_FROM_SERVER")
+            self._handshake_failed(err)
+            return
+        finally:
+            self._hook_task = None
+        if self._state is _State.HANDSHAKING:
+            self._step_handshake(engine.resume)
+
+    def _alpn_select(self, offered: list[bytes]) -> bytes | None:
+        callback = self._options.alpn_callback
+        assert callback is not None
+        choice = callback([p.decode("ascii", "replace") for p in offered], self.servername)
+        if choice is None:
+            return None
+        raw = choice.encode() if isinstance(choice, str) else choice
+        return raw if raw in offered else None
+
+    def _handshake_timed_out(self, timeout: float) -> None:
+        self._timer = None
+        if self._state is _State.HANDSHAKING:
+            self._handshake_failed(TLSHandshakeTimeout(timeout))
+
+    def _authorize(self) -> TLSError | None:
+        """Node's authorized / authorizationError; the error if the peer must be refused."""
+        engine, ctx = self._engine, self._engine.context
+        error: TLSError | None = None
+        if engine.get_peer_x509_certificate() is None:
+            if not self._options.server_side:
+                error = TLSCertificateError("peer sent no certificate", code="ERR_TLS_NO_CERT")
+        elif engine.verify_error is not None:
+            name = engine.verify_error
+            error = TLSCertificateError(f"certificate verify failed: {name}", code=name)
+        elif not self._options.server_side and self._check_host:
+            check = self._options.check_server_identity or certinfo.check_server_identity
+            try:
+                result = check(self._check_host, self.get_peer_certificate())
+            except TLSError as exc:
+                result = exc
+            if isinstance(result, BaseException):
+                error = result if isinstance(result, TLSError) else TLSError(str(result))
+        self.authorized = error is None
+        self.authorization_error = None if error is None else error.code
+        reject = ctx.reject_unauthorized and (ctx.request_cert or not self._options.server_side)
+        return error if reject else None
+
+    def _handshake_done(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        refused = self._authorize()
+        if refused is not None:
+            self._handshake_failed(refused)
+            return
+        self._state = _State.OPEN
+        self._app_connected = True
+        if self._connect_app:
+            self._app.connection_made(self)
+        if self._writing_paused:
+            self._app.pause_writing()
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        if self._options.on_secure_connection is not None:
+            call_hook(self._loop, self._options.on_secure_connection, self)
+        self._deliver()
+
+    def _handshake_failed(self, exc: BaseException) -> None:
+        if self._state is not _State.HANDSHAKING:
+            return
+        self._state = _State.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._raw is not None:
+            self._raw.close()  # flushes the alert already written, then closes
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        if self._options.on_tls_client_error is not None:
+            call_hook(self._loop, self._options.on_tls_client_error, exc, self)
+        elif self._options.server_side:
+            log.debug("TLS handshake failed: %r", exc)
+
+    # -- data path -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self._engine.data_to_send()
+        if out and self._raw is not None and not self._raw.is_closing():
+            self._raw.write(out)
+
+    def _deliver(self) -> None:
+        """Decrypt what has arrived and hand it to the application (unless paused)."""
+        if self._reading_paused and self._state is _State.OPEN:
+            return
+        engine, app = self._engine, self._app
+        try:
+            while True:
+                if self._state is not _State.OPEN:  # after close(): decrypt and discard
+                    if not engine.read():
+                        break
+                elif self._app_buffered:
+                    buf = app.get_buffer(-1)  # type: ignore[attr-defined]
+                    n = engine.read_into(buf, len(buf))
+                    if not n:
+                        break
+                    app.buffer_updated(n)  # type: ignore[attr-defined]
+                else:
+                    data = engine.read()
+                    if not data:
+                        break
+                    app.data_received(data)  # type: ignore[attr-defined]
+                if self._reading_paused:
+                    break
+        except TLSError as exc:
+            self._fatal(exc)
+            return
+        self._flush()  # post-handshake messages (key updates, renegotiation)
+        if engine.close_notify_received and not self._peer_closed:
+            self._on_peer_close_notify()
+
+    def _on_peer_close_notify(self) -> None:
+        self._peer_closed = True
+        if self._state is _State.CLOSING:
+            self._close_raw()
+            return
+        if self._state is not _State.OPEN:
+            return
+        keep_open = self._app.eof_received() if self._app_connected else False  # type: ignore[attr-defined]
+        if self._eof_sent or not keep_open:
+            self.close()
+
+    def _fatal(self, exc: BaseException) -> None:
+        if self._state is _State.CLOSED:
+            return
+        if self._state is _State.OPEN:
+            self._close_exc = exc
+        self._state = _State.CLOSED
+        self._flush()
+        if self._raw is not None:
+            self._raw.close()
+
+    def _close_raw(self) -> None:
+        self._state = _State.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._raw is not None:
+            self._raw.close()
+
+    def _shutdown_timed_out(self) -> None:
+        self._timer = None
+        if self._raw is not None and self._state is _State.CLOSING:
+            self._state = _State.CLOSED
+            self._raw.abort()
+
+    # -- asyncio.Transport -----------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt and send ``data``; ignored once the transport is closing."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data: expected a bytes-like object, got {type(data).__name__}")
+        if self._eof_sent:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data or self._state is not _State.OPEN:
+            return
+        try:
+            self._engine.send(data)
+        except TLSError as exc:
+            self._fatal(exc)
+            return
+        self._flush()
+
+    def writelines(self, list_of_data: Any) -> None:
+        """Write several buffers with one flush to the socket."""
+        if self._state is not _State.OPEN or self._eof_sent:
+            for data in list_of_data:
+                self.write(data)
+            return
+        try:
+            for data in list_of_data:
+                if data:
+                    self._engine.send(data)
+        except TLSError as exc:
+            self._fatal(exc)
+            return
+        self._flush()
+
+    def write_eof(self) -> None:
+        """Send close_notify and keep reading (half-close)."""
+        if self._eof_sent or self._state is not _State.OPEN:
+            return
+        self._eof_sent = True
+        self._engine.close()
+        self._flush()
+        if self._peer_closed:
+            self._close_raw()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Send pending data and close_notify, then wait for the peer's (shutdown_timeout)."""
+        if self._state is _State.HANDSHAKING:
+            self._handshake_failed(TLSError("closed during handshake", code="ERR_TLS_CLOSED"))
+            return
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        self._engine.close()
+        self._flush()
+        timeout = self._options.shutdown_timeout
+        if self._peer_closed or not timeout or self._raw is None:
+            self._close_raw()
+            return
+        self._timer = self._loop.call_later(timeout, self._shutdown_timed_out)
+        if self._reading_paused:
+            self._raw.resume_reading()
+        self._deliver()  # close_notify may already be waiting in OpenSSL
+
+    def is_closing(self) -> bool:
+        return self._state in (_State.CLOSING, _State.CLOSED)
+
+    def abort(self) -> None:
+        """Close at once; unsent data is lost."""
+        if self._state is _State.HANDSHAKING:
+            self._handshake_failed(TLSError("aborted during handshake", code="ERR_TLS_CLOSED"))
+        self._state = _State.CLOSED
+        if self._raw is not None:
+            self._raw.abort()
+
+    def pause_reading(self) -> None:
+        if self._reading_paused:
+            return
+        self._reading_paused = True
+        if self._raw is not None and self._state is _State.OPEN:
+            self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        if self._raw is not None and self._state is _State.OPEN:
+            self._raw.resume_reading()
+            self._loop.call_soon(self._deliver)
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused and self._state is _State.OPEN
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Limits on the socket's backlog (aiotls itself buffers no plaintext)."""
+        if self._raw is not None:
+            self._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size() if self._raw is not None else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        if self._raw is None:
+            return (0, 0)
+        return self._raw.get_write_buffer_limits()  # type: ignore[no-any-return]
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._app = protocol
+        self._app_buffered = isinstance(protocol, asyncio.BufferedProtocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._app
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """asyncio's keys (peercert, cipher, sslcontext, ssl_object, ...) plus "tls"."""
+        if name == "tls":
+            return TLSSocket(self)
+        if name == "sslcontext":
+            return self._engine.context
+        if name == "ssl_object":
+            return SSLObjectShim(self)
+        if name == "peercert":
+            cert = self._engine.get_peer_x509_certificate() if self._state is not _State.CLOSED else None
+            return certinfo.stdlib_peercert(cert) if cert is not None else default
+        if name == "cipher":
+            cipher = self._engine.connection.get_cipher_name()
+            if cipher is None:
+                return default
+            conn = self._engine.connection
+            return (cipher, conn.get_cipher_version(), conn.get_cipher_bits())
+        if name == "compression":
+            return None
+        if self._raw is not None:
+            return self._raw.get_extra_info(name, default)
+        return default
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._state is _State.OPEN:
+            _warn(f"unclosed TLS transport {self!r}", ResourceWarning, source=self)
+            if self._raw is not None:
+                self._raw.abort()
+
+    def __repr__(self) -> str:
+        side = "server" if self._options.server_side else "client"
+        return f"<TLSTransport {side} {self._state.value}>"
+
+    # -- Node's TLSSocket surface ----------------------------------------------------
+
+    encrypted = True
+
+    @property
+    def engine(self) -> TLSEngine:
+        """The sans-I/O engine underneath."""
+        return self._engine
+
+    @property
+    def servername(self) -> str | None:
+        """The SNI name sent (client) or received (server)."""
+        return self._engine.servername
+
+    @property
+    def alpn_protocol(self) -> str | bool:
+        """The negotiated ALPN protocol, False when none."""
+        return self._engine.alpn_protocol
+
+    @property
+    def session_reused(self) -> bool:
+        return self._engine.session_reused
+
+    def get_protocol_version(self) -> str | None:
+        """Alias of :meth:`get_tls_protocol` for stdlib-minded readers."""
+        return self.get_tls_protocol()
+
+    def get_tls_protocol(self) -> str | None:
+        """Node's getProtocol(): "TLSv1.3", ..., "unknown" mid-handshake, None after close."""
+        if self._state is _State.CLOSED:
+            return None
+        return self._engine.get_protocol()
+
+    def get_cipher(self) -> dict[str, str] | None:
+        """Node's getCipher(): ``{"name", "standardName", "version"}``."""
+        return self._engine.get_cipher()
+
+    def get_peer_certificate(self, detailed: bool = False) -> dict[str, Any] | None:
+        """Node's getPeerCertificate(): {} when the peer sent none, None after close."""
+        if self._state is _State.CLOSED:
+            return None
+        cert = self._engine.get_peer_x509_certificate()
+        if cert is None:
+            return {}
+        return certinfo.node_certificate(cert, self._engine.get_peer_x509_chain(), detailed=detailed)
+
+    def get_certificate(self) -> dict[str, Any] | None:
+        """Our own certificate in Node's shape."""
+        cert = self._engine.get_x509_certificate()
+        return {} if cert is None else certinfo.node_certificate(cert)
+
+    def get_ephemeral_key_info(self) -> dict[str, Any] | None:
+        """The key-exchange group (client side; None on the server, as in Node)."""
+        if self._options.server_side:
+            return None
+        group = self._engine.get_group_name()
+        return {"type": "ECDH", "name": group} if group else {}
+
+    def get_session(self) -> bytes | None:
+        return self._engine.get_session()
+
+    def get_finished(self) -> bytes | None:
+        return self._engine.get_finished()
+
+    def get_peer_finished(self) -> bytes | None:
+        return self._engine.get_peer_finished()
+
+    def export_keying_material(
+        self, length: int, label: str | bytes, context: bytes | None = None
+    ) -> bytes:
+        return self._engine.export_keying_material(length, label, context)
+
+    def address(self) -> dict[str, Any]:
+        """Node's socket.address(): ``{"address", "family", "port"}``."""
+        sockname = self.get_extra_info("sockname")
+        if isinstance(sockname, tuple):
+            family = "IPv6" if ":" in sockname[0] else "IPv4"
+            return {"address": sockname[0], "family": family, "port": sockname[1]}
+        return {"address": sockname, "family": "Unix", "port": None}
+
+    @property
+    def local_address(self) -> str | None:
+        return self.address()["address"]  # type: ignore[no-any-return]
+
+    @property
+    def local_port(self) -> int | None:
+        return self.address()["port"]  # type: ignore[no-any-return]
+
+    @property
+    def remote_address(self) -> str | None:
+        peer = self.get_extra_info("peername")
+        return peer[0] if isinstance(peer, tuple) else peer
+
+    @property
+    def remote_port(self) -> int | None:
+        peer = self.get_extra_info("peername")
+        return peer[1] if isinstance(peer, tuple) else None
+
+    @property
+    def remote_family(self) -> str | None:
+        peer = self.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            return "IPv6" if ":" in peer[0] else "IPv4"
+        return None
+
+
+class TLSSocket:
+    """Node's TLSSocket surface of a TLSTransport: ``get_extra_info("tls")``.
+
+    Everything the transport offers, except that ``get_protocol()`` is Node's (the
+    TLS version string) rather than asyncio's (the protocol object).
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport: TLSTransport) -> None:
+        self.transport = transport
+
+    def get_protocol(self) -> str | None:
+        """"TLSv1.3", "TLSv1.2", ...; "unknown" mid-handshake; None after close."""
+        return self.transport.get_tls_protocol()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+class SSLObjectShim:
+    """The few ``ssl.SSLObject`` methods that asyncio-ssl code (aiohttp) calls."""
+
+    __slots__ = ("_tls",)
+
+    def __init__(self, tls: TLSTransport) -> None:
+        self._tls = tls
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        cert = self._tls.engine.get_peer_x509_certificate()
+        if cert is None:
+            return None
+        if binary_form:
+            from cryptography.hazmat.primitives.serialization import Encoding
+
+            return cert.public_bytes(Encoding.DER)
+        return certinfo.stdlib_peercert(cert)
+
+    def selected_alpn_protocol(self) -> str | None:
+        proto = self._tls.alpn_protocol
+        return proto if isinstance(proto, str) else None
+
+    def version(self) -> str | None:
+        return self._tls.get_tls_protocol()
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        return self._tls.get_extra_info("cipher")  # type: ignore[no-any-return]
+
+    @property
+    def server_hostname(self) -> str | None:
+        return self._tls.servername

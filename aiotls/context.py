@@ -352,8 +352,8 @@ def _load_trust(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certific
     store = ctx.get_cert_store()
     for cert in ca_certs:
         store.add_cert(crypto.X509.from_cryptography(cert))
-    if ca_certs:
-        ctx.set_client_ca_list([crypto.X509.from_cryptography(c).get_subject() for c in ca_certs])
+    for cert in ca_certs:  # the CA names a server sends when it asks for a client certificate
+        ctx.add_client_ca(cert)
     crl = options.get("crl")
     if crl is not None:
         now = datetime.datetime.now(datetime.UTC)

@@ -567,10 +567,8 @@ class TLSTransport(asyncio.Transport):
         return default
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._state is _State.OPEN:
+        if self._state is _State.OPEN:  # the socket transport warns and closes itself
             _warn(f"unclosed TLS transport {self!r}", ResourceWarning, source=self)
-            if self._raw is not None:
-                self._raw.abort()
 
     def __repr__(self) -> str:
         side = "server" if self._options.server_side else "client"

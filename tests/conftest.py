@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import trustme
+
+import aiotls
 
 try:
     import uvloop
@@ -17,15 +19,16 @@ except ImportError:  # pragma: no cover - uvloop is an extra
 _LOOPS = os.environ.get("AIOTLS_TEST_LOOPS", "asyncio,uvloop").split(",")
 
 
-@pytest.fixture(scope="session", params=_LOOPS)
-def event_loop_policy(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoopPolicy]:
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Every async test runs once on asyncio's default loop and once on uvloop."""
-    if request.param == "uvloop":
-        if uvloop is None:
-            pytest.skip("uvloop is not installed")
-        yield uvloop.EventLoopPolicy()
-    else:
-        yield asyncio.DefaultEventLoopPolicy()
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
+    if "asyncio" in _LOOPS:
+        factories["asyncio"] = asyncio.new_event_loop
+    if "uvloop" in _LOOPS and uvloop is not None:
+        factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +74,13 @@ def server_files(
             f.write(blob.bytes())
     ca.cert_pem.write_to_path(str(paths["ca"]))
     return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.fixture(scope="session")
+def server_ctx(server_key_pem: str, server_chain_pem: str) -> aiotls.SecureContext:
+    return aiotls.create_secure_context(key=server_key_pem, cert=server_chain_pem)
+
+
+@pytest.fixture(scope="session")
+def client_ctx(ca_pem: str) -> aiotls.SecureContext:
+    return aiotls.create_secure_context(ca=ca_pem)

@@ -1,0 +1,157 @@
+"""Peer verification, bad options named clearly, and the pausable handshake (SNI)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import trustme
+from util import echo, tls_server
+
+import aiotls
+
+
+async def test_unknown_ca_is_refused_with_its_verify_name(server_ctx) -> None:
+    async with tls_server(echo, server_ctx) as (_, port):
+        with pytest.raises(aiotls.TLSCertificateError) as info:
+            await aiotls.open_connection(
+                "127.0.0.1", port, ca=trustme.CA().cert_pem.bytes(), servername="localhost"
+            )
+        assert info.value.code in {
+            "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+            "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+        }
+
+
+async def test_hostname_mismatch(server_ctx, ca_pem: str) -> None:
+    async with tls_server(echo, server_ctx) as (_, port):
+        with pytest.raises(aiotls.TLSCertificateError) as info:
+            await aiotls.open_connection("127.0.0.1", port, ca=ca_pem, servername="evil.test")
+        assert info.value.code == "ERR_TLS_CERT_ALTNAME_INVALID"
+        assert info.value.host == "evil.test"
+        # Not rejecting: the connection opens and says why it is not authorized.
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1", port, ca=ca_pem, servername="evil.test", reject_unauthorized=False
+        )
+        tls = writer.get_extra_info("tls")
+        assert not tls.authorized and tls.authorization_error == "ERR_TLS_CERT_ALTNAME_INVALID"
+        writer.close()
+
+
+async def test_ip_host_checks_ip_san_and_sends_no_sni(server_ctx, ca_pem: str) -> None:
+    names: list[str | None] = []
+    async with tls_server(
+        echo, server_ctx, on_secure_connection=lambda t: names.append(t.servername)
+    ) as (_, port):
+        reader, writer = await aiotls.open_connection("127.0.0.1", port, ca=ca_pem)
+        assert writer.get_extra_info("tls").authorized
+        writer.write(b"x")
+        await reader.readexactly(1)
+        assert names == [None]
+        writer.close()
+
+
+async def test_client_certificates(
+    server_key_pem: str, server_chain_pem: str, ca_pem: str, client_cert: trustme.LeafCert
+) -> None:
+    ctx = aiotls.create_secure_context(
+        key=server_key_pem, cert=server_chain_pem, ca=ca_pem, request_cert=True
+    )
+    seen: list[aiotls.TLSTransport] = []
+    async with tls_server(echo, ctx, on_secure_connection=seen.append) as (_, port):
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1",
+            port,
+            ca=ca_pem,
+            servername="localhost",
+            key=client_cert.private_key_pem.bytes(),
+            cert=b"".join(b.bytes() for b in client_cert.cert_chain_pems),
+        )
+        writer.write(b"x")
+        await reader.readexactly(1)
+        assert seen[0].authorized and seen[0].get_peer_certificate()["subject"]["CN"] == "client"
+        writer.close()
+        # No certificate at all: refused in the handshake.
+        with pytest.raises((aiotls.TLSError, ConnectionError)):
+            r2, w2 = await aiotls.open_connection(
+                "127.0.0.1", port, ca=ca_pem, servername="localhost"
+            )
+            await r2.read()  # TLS 1.3: the refusal arrives after the client's Finished
+
+
+async def test_async_sni_callback_pauses_the_handshake(
+    server_ctx, ca: trustme.CA, ca_pem: str
+) -> None:
+    other = ca.issue_cert("other.test")
+    other_ctx = aiotls.create_secure_context(
+        key=other.private_key_pem.bytes(),
+        cert=b"".join(b.bytes() for b in other.cert_chain_pems),
+    )
+
+    async def sni(name: str | None) -> aiotls.SecureContext | None:
+        await asyncio.sleep(0.05)  # the handshake waits; the loop does not
+        return other_ctx if name == "other.test" else None
+
+    async with tls_server(echo, server_ctx, sni_callback=sni) as (_, port):
+        results = await asyncio.gather(
+            *[
+                aiotls.open_connection("127.0.0.1", port, ca=ca_pem, servername=name)
+                for name in ("other.test", "localhost") * 10
+            ]
+        )
+        for (_, writer), name in zip(results, ("other.test", "localhost") * 10, strict=True):
+            san = writer.get_extra_info("tls").get_peer_certificate()["subjectaltname"]
+            assert f"DNS:{name}" in san
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "names"),
+    [
+        ({"ciphers": "NOPE-CIPHER"}, aiotls.TLSConfigError, "ciphers"),
+        ({"ciphers": 3}, TypeError, "ciphers"),
+        ({"min_version": "TLSv9"}, aiotls.TLSConfigError, "min_version"),
+        ({"key": "not a key", "cert": "not a cert"}, ValueError, "key"),
+        ({"request_cert": "yes"}, TypeError, "request_cert"),
+        ({"alpn_protocols": "h2"}, TypeError, "alpn_protocols"),
+        ({"bogus_option": 1}, TypeError, "bogus_option"),
+        ({"npn_protocols": ["h2"]}, NotImplementedError, "npn_protocols"),
+    ],
+)
+def test_bad_context_options_name_the_option(options, error, names) -> None:
+    with pytest.raises(error, match=names):
+        aiotls.create_secure_context(**options)
+
+
+def test_wrong_passphrase_and_mismatched_key(ca: trustme.CA, server_cert: trustme.LeafCert) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(server_cert.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"),
+    )
+    chain = b"".join(b.bytes() for b in server_cert.cert_chain_pems)
+    aiotls.create_secure_context(key=encrypted, cert=chain, passphrase="secret")
+    with pytest.raises(aiotls.TLSConfigError, match="key"):
+        aiotls.create_secure_context(key=encrypted, cert=chain, passphrase="wrong")
+    other = ca.issue_cert("other.test").private_key_pem.bytes()
+    with pytest.raises(aiotls.TLSConfigError, match="key values mismatch"):
+        aiotls.create_secure_context(key=other, cert=chain)
+
+
+async def test_bad_connection_options_raise_at_the_call(client_ctx) -> None:
+    with pytest.raises(ValueError, match="handshake_timeout"):
+        await aiotls.open_connection("127.0.0.1", 9, context=client_ctx, handshake_timeout=-1)
+    with pytest.raises(TypeError, match="shutdown_timeout"):
+        await aiotls.open_connection("127.0.0.1", 9, context=client_ctx, shutdown_timeout="1")
+    with pytest.raises(TypeError, match="sni_callback"):
+        await aiotls.open_connection("127.0.0.1", 9, context=client_ctx, sni_callback=print)
+    with pytest.raises(TypeError, match="context"):
+        await aiotls.start_server(echo, "127.0.0.1", 0, context="nope")
+
+
+def test_context_is_immutable(client_ctx) -> None:
+    with pytest.raises(AttributeError):
+        client_ctx.request_cert = True

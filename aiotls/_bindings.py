@@ -28,7 +28,7 @@ _CERT_CB_PAUSE = -1
 def engine_of(ssl: Any) -> TLSEngine | None:
     """The engine that owns an ``SSL*`` (None once it has been released)."""
     conn = SSL.Connection._reverse_mapping.get(ssl)
-    return None if conn is None else conn._app_data  # type: ignore[no-any-return]
+    return None if conn is None else conn.get_app_data()
 
 
 def error_queue() -> list[str]:
@@ -55,13 +55,13 @@ def parse_alpn_wire(data: bytes) -> list[bytes]:
     return items
 
 
-@ffi.callback("int(int, X509_STORE_CTX *)")
+@ffi.callback("int(int, X509_STORE_CTX *)")  # type: ignore[untyped-decorator]
 def verify_accept_all(preverify_ok: int, store: Any) -> int:
     """Let the handshake finish whatever the chain; the result is read afterwards."""
     return 1
 
 
-@ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)
+@ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]
 def cert_callback(ssl: Any, arg: Any) -> int:
     """Pause the server handshake once per ClientHello so async hooks can run."""
     engine = engine_of(ssl)
@@ -73,7 +73,7 @@ def cert_callback(ssl: Any, arg: Any) -> int:
 @ffi.callback(
     "int(SSL *, unsigned char **, unsigned char *, unsigned char *, unsigned int, void *)",
     onerror=lambda *exc: lib.SSL_TLSEXT_ERR_ALERT_FATAL,
-)
+)  # type: ignore[untyped-decorator]
 def alpn_select_callback(
     ssl: Any, out: Any, outlen: Any, client: Any, client_len: int, arg: Any
 ) -> int:
@@ -96,7 +96,7 @@ def alpn_select_callback(
     return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
 
 
-@ffi.callback("void(SSL *, char *)", onerror=lambda *exc: None)
+@ffi.callback("void(SSL *, char *)", onerror=lambda *exc: None)  # type: ignore[untyped-decorator]
 def keylog_callback(ssl: Any, line: Any) -> None:
     """Hand each NSS key-log line, newline included, to the engine's hook."""
     engine = engine_of(ssl)

@@ -48,12 +48,8 @@ def standard_name(name: str) -> str:
     """IANA name of an OpenSSL suite name (TLS 1.3 names are already standard)."""
     if name.startswith("TLS_"):
         return name
-    for prefix, kx in _KX.items():
-        if name.startswith(prefix + "-"):
-            rest = name[len(prefix) + 1 :]
-            break
-    else:
-        kx, rest = "RSA", name
+    prefix = next((p for p in _KX if name.startswith(p + "-")), None)
+    kx, rest = ("RSA", name) if prefix is None else (_KX[prefix], name[len(prefix) + 1 :])
     for enc_name, enc in _ENC.items():
         if rest == enc_name or rest.startswith(enc_name + "-"):
             mac = rest[len(enc_name) + 1 :] or "SHA256"

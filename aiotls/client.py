@@ -72,7 +72,8 @@ async def create_connection(
             assert last_exc is not None
             raise last_exc
     else:
-        raw, _ = await loop.create_connection(
+        create: Any = loop.create_connection  # typeshed cannot express "host/port or sock"
+        raw, _ = await create(
             lambda: tls.raw_protocol, host, port, sock=sock, local_addr=local_addr
         )
     try:

@@ -45,22 +45,23 @@ CONTEXT_OPTIONS = frozenset(
 
 # Options whose implementation belongs to a later piece of work (Node parity issue):
 # accepted names, refused values, never silently ignored.
-_NOT_YET = frozenset(
-    {"ecdh_curve", "dhparam", "secure_protocol", "npn_protocols", "ticket_keys"}
-)
+_NOT_YET = frozenset({"ecdh_curve", "dhparam", "secure_protocol", "npn_protocols", "ticket_keys"})
 
 Pem = str | bytes
 _SHA256 = hashes.SHA256()
 
 
-def _pem_list(option: str, value: Pem | Sequence[Pem]) -> list[bytes]:
+def _pem_list(option: str, value: object) -> list[bytes]:
     """One PEM string/bytes or a sequence of them, as a list of bytes."""
+    items: Sequence[object]
     if isinstance(value, str | bytes):
-        items: Sequence[Pem] = [value]
+        items = [value]
     elif isinstance(value, Sequence):
         items = value
     else:
-        raise TypeError(f"{option}: expected PEM str or bytes (or a list), got {type(value).__name__}")
+        raise TypeError(
+            f"{option}: expected PEM str or bytes (or a list), got {type(value).__name__}"
+        )
     out = []
     for item in items:
         if isinstance(item, str):
@@ -71,7 +72,7 @@ def _pem_list(option: str, value: Pem | Sequence[Pem]) -> list[bytes]:
     return out
 
 
-def _certs(option: str, value: Pem | Sequence[Pem]) -> list[x509.Certificate]:
+def _certs(option: str, value: object) -> list[x509.Certificate]:
     certs: list[x509.Certificate] = []
     for pem in _pem_list(option, value):
         try:
@@ -320,10 +321,14 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
         for item in key_opt if isinstance(key_opt, list) else [key_opt]:
             if isinstance(item, dict):
                 pem = _pem_list("key", item.get("pem"))[0]
-                keys.append(_load_key(pem, _passphrase("key", item.get("passphrase")) or passphrase))
+                keys.append(
+                    _load_key(pem, _passphrase("key", item.get("passphrase")) or passphrase)
+                )
             else:
                 keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
-        chains = [_certs("cert", c) for c in (cert_opt if isinstance(cert_opt, list) else [cert_opt])]
+        chains = [
+            _certs("cert", c) for c in (cert_opt if isinstance(cert_opt, list) else [cert_opt])
+        ]
         if len(chains) == 1 and len(keys) > 1:
             raise TLSConfigError("cert: give one certificate chain per key")
         if len(keys) != len(chains):
@@ -339,8 +344,8 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
             ctx.check_privatekey()
         except SSL.Error as exc:
             raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
-        for extra in chain[1:]:
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(extra))
+        for intermediate in chain[1:]:
+            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(intermediate))
         certs += chain
     return certs
 
@@ -350,6 +355,7 @@ def _load_trust(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certific
     ca = options.get("ca")
     ca_certs = _certs("ca", ca) if ca is not None else []
     store = ctx.get_cert_store()
+    assert store is not None  # SSL_CTX_new always makes one
     for cert in ca_certs:
         store.add_cert(crypto.X509.from_cryptography(cert))
     for cert in ca_certs:  # the CA names a server sends when it asks for a client certificate

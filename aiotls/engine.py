@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from OpenSSL import SSL
 
 from . import _bindings as b
+from .ciphers import standard_name
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
 if TYPE_CHECKING:
@@ -41,9 +42,7 @@ def _scratch() -> Any:
     """A per-thread output buffer; cffi drops the GIL in OpenSSL calls, so not global."""
     buf = getattr(_tls, "buf", None)
     if buf is None:
-        buf = _tls.buf = ffi.new_allocator(should_clear_after_alloc=False)(
-            "char[]", _SCRATCH_SIZE
-        )
+        buf = _tls.buf = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _SCRATCH_SIZE)
     return buf
 
 
@@ -103,7 +102,7 @@ class TLSEngine:
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
         conn = SSL.Connection(context._ctx, None)
-        conn._app_data = self
+        conn.set_app_data(self)
         self._conn = conn
         self._ssl, self._in, self._out = conn._ssl, conn._into_ssl, conn._from_ssl
         if on_keylog is not None:  # shared context: the callback asks each engine for its hook
@@ -311,7 +310,7 @@ class TLSEngine:
         """
         if self.handshake_complete:
             lib.SSL_set_shutdown(self._ssl, lib.SSL_SENT_SHUTDOWN | lib.SSL_RECEIVED_SHUTDOWN)
-        self._conn._app_data = None
+        self._conn.set_app_data(None)
 
     # -- what was negotiated ---------------------------------------------------------
 
@@ -335,22 +334,20 @@ class TLSEngine:
         return None if code == 0 else verify_code_name(code)
 
     def get_protocol(self) -> str | None:
-        """"TLSv1.3", "TLSv1.2", ...; "unknown" before the handshake completes."""
+        """ "TLSv1.3", "TLSv1.2", ...; "unknown" before the handshake completes."""
         if not self.handshake_complete:
             return "unknown"
-        return self._conn.get_protocol_version_name()  # type: ignore[no-any-return]
+        return self._conn.get_protocol_version_name()
 
     def get_cipher(self) -> dict[str, str] | None:
         """Node's ``{"name", "standardName", "version"}`` for the negotiated suite."""
         name = self._conn.get_cipher_name()
         if name is None:
             return None
-        from .ciphers import standard_name
-
         return {
             "name": name,
             "standardName": standard_name(name),
-            "version": self._conn.get_cipher_version(),
+            "version": self._conn.get_cipher_version() or "unknown",
         }
 
     @property
@@ -366,11 +363,11 @@ class TLSEngine:
 
     def get_group_name(self) -> str | None:
         """The key-exchange group negotiated (X25519MLKEM768, X25519, ...)."""
-        return self._conn.get_group_name()  # type: ignore[no-any-return]
+        return self._conn.get_group_name()
 
     def get_peer_x509_certificate(self) -> x509.Certificate | None:
         """The peer's leaf certificate as a cryptography object."""
-        return self._conn.get_peer_certificate(as_cryptography=True)  # type: ignore[no-any-return]
+        return self._conn.get_peer_certificate(as_cryptography=True)
 
     def get_peer_x509_chain(self) -> list[x509.Certificate]:
         """The chain the peer sent, leaf first (a server's list lacks the client leaf)."""
@@ -380,7 +377,7 @@ class TLSEngine:
     def get_x509_certificate(self) -> x509.Certificate | None:
         """Our own certificate, as a cryptography object."""
         cert = self._conn.get_certificate(as_cryptography=True)
-        return cert  # type: ignore[no-any-return]
+        return cert
 
     def get_session(self) -> bytes | None:
         """The current session, DER-encoded, for ``session=`` on a later connection."""
@@ -400,12 +397,12 @@ class TLSEngine:
         """RFC 5705 keying material (Node's exportKeyingMaterial)."""
         if isinstance(label, str):
             label = label.encode()
-        return self._conn.export_keying_material(label, length, context)  # type: ignore[no-any-return]
+        return self._conn.export_keying_material(label, length, context)
 
     def get_finished(self) -> bytes | None:
         """The last Finished message we sent."""
-        return self._conn.get_finished()  # type: ignore[no-any-return]
+        return self._conn.get_finished()
 
     def get_peer_finished(self) -> bytes | None:
         """The last Finished message the peer sent."""
-        return self._conn.get_peer_finished()  # type: ignore[no-any-return]
+        return self._conn.get_peer_finished()

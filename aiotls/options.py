@@ -73,7 +73,7 @@ def _timeout(name: str, value: object) -> float:
 def _hook(name: str, value: object) -> Hook | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def split(

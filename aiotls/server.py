@@ -140,7 +140,9 @@ async def create_server(
         listen.pop("flags", None)
         server._server = await loop.create_unix_server(server._accept, path, sock=sock, **listen)
     else:
-        server._server = await loop.create_server(server._accept, host, port, sock=sock, **listen)
+        # typeshed's overloads cannot express "host/port or sock"; asyncio checks at run time.
+        create: Any = loop.create_server
+        server._server = await create(server._accept, host, port, sock=sock, **listen)
     return server
 
 
@@ -162,6 +164,4 @@ async def start_server(
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         return StreamProtocol(reader, client_connected_cb, loop=loop)
 
-    return await create_server(
-        factory, host, port, path=path, sock=sock, context=context, **kwargs
-    )
+    return await create_server(factory, host, port, path=path, sock=sock, context=context, **kwargs)

@@ -57,7 +57,7 @@ def _recv_buffer() -> memoryview:
     buf = getattr(_local, "recv", None)
     if buf is None:
         buf = _local.recv = memoryview(bytearray(_RECV_SIZE))
-    return buf  # type: ignore[no-any-return]
+    return buf
 
 
 def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any) -> None:
@@ -234,7 +234,7 @@ class TLSTransport(asyncio.Transport):
         if self._app_connected:
             self._app_connected = False
             err = self._close_exc if self._close_exc is not None else exc
-            self._loop.call_soon(self._app.connection_lost, err)
+            self._loop.call_soon(self._app.connection_lost, err)  # type: ignore[arg-type]
 
     def _raw_pause_writing(self) -> None:
         self._writing_paused = True
@@ -312,7 +312,7 @@ class TLSTransport(asyncio.Transport):
         elif not self._options.server_side and self._check_host:
             check = self._options.check_server_identity or certinfo.check_server_identity
             try:
-                result = check(self._check_host, self.get_peer_certificate())
+                result = check(self._check_host, self.get_peer_certificate() or {})
             except TLSError as exc:
                 result = exc
             if isinstance(result, BaseException):
@@ -534,7 +534,7 @@ class TLSTransport(asyncio.Transport):
     def get_write_buffer_limits(self) -> tuple[int, int]:
         if self._raw is None:
             return (0, 0)
-        return self._raw.get_write_buffer_limits()  # type: ignore[no-any-return]
+        return self._raw.get_write_buffer_limits()
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._app = protocol
@@ -552,7 +552,11 @@ class TLSTransport(asyncio.Transport):
         if name == "ssl_object":
             return SSLObjectShim(self)
         if name == "peercert":
-            cert = self._engine.get_peer_x509_certificate() if self._state is not _State.CLOSED else None
+            cert = (
+                self._engine.get_peer_x509_certificate()
+                if self._state is not _State.CLOSED
+                else None
+            )
             return certinfo.stdlib_peercert(cert) if cert is not None else default
         if name == "cipher":
             cipher = self._engine.connection.get_cipher_name()
@@ -618,7 +622,9 @@ class TLSTransport(asyncio.Transport):
         cert = self._engine.get_peer_x509_certificate()
         if cert is None:
             return {}
-        return certinfo.node_certificate(cert, self._engine.get_peer_x509_chain(), detailed=detailed)
+        return certinfo.node_certificate(
+            cert, self._engine.get_peer_x509_chain(), detailed=detailed
+        )
 
     def get_certificate(self) -> dict[str, Any] | None:
         """Our own certificate in Node's shape."""
@@ -665,7 +671,9 @@ class TLSTransport(asyncio.Transport):
     @property
     def remote_address(self) -> str | None:
         peer = self.get_extra_info("peername")
-        return peer[0] if isinstance(peer, tuple) else peer
+        if isinstance(peer, tuple):
+            return str(peer[0])
+        return peer if isinstance(peer, str) else None
 
     @property
     def remote_port(self) -> int | None:
@@ -693,7 +701,7 @@ class TLSSocket:
         self.transport = transport
 
     def get_protocol(self) -> str | None:
-        """"TLSv1.3", "TLSv1.2", ...; "unknown" mid-handshake; None after close."""
+        """ "TLSv1.3", "TLSv1.2", ...; "unknown" mid-handshake; None after close."""
         return self.transport.get_tls_protocol()
 
     def __getattr__(self, name: str) -> Any:

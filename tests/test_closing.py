@@ -40,7 +40,9 @@ class Recorder(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
-async def _connect(port: int, ctx: aiotls.SecureContext, **kw) -> tuple[aiotls.TLSTransport, Recorder]:
+async def _connect(
+    port: int, ctx: aiotls.SecureContext, **kw
+) -> tuple[aiotls.TLSTransport, Recorder]:
     return await aiotls.create_connection(
         Recorder, "127.0.0.1", port, context=ctx, servername="localhost", **kw
     )
@@ -93,7 +95,9 @@ async def test_peer_that_never_answers_close_notify(server_ctx, client_ctx) -> N
     server._factory = factory
     async with server:
         transport, client = await _connect(
-            server.address()["port"], client_ctx, shutdown_timeout=0.3  # type: ignore[index]
+            server.address()["port"],
+            client_ctx,
+            shutdown_timeout=0.3,  # type: ignore[index]
         )
         start = time.monotonic()
         transport.close()

@@ -108,7 +108,7 @@ def test_pause_for_hook_and_resume_with_another_context(
     assert peer == _leaf(other)
 
 
-def _leaf(cert: trustme.LeafCert):  # noqa: ANN202 - helper
+def _leaf(cert: trustme.LeafCert):
     from cryptography import x509
 
     return x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
@@ -123,7 +123,10 @@ def test_verify_failure_sends_alert_and_names_error(contexts) -> None:
     server.receive_data(client.data_to_send())
     with pytest.raises(aiotls.TLSCertificateError) as info:
         client.receive_data(server.data_to_send())
-    assert info.value.code in {"UNABLE_TO_GET_ISSUER_CERT_LOCALLY", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"}
+    assert info.value.code in {
+        "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+        "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    }
     alert = client.data_to_send()
     assert alert and alert[0] == 21  # the fatal alert is there to be flushed
     with pytest.raises(TLSError):
@@ -156,7 +159,9 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return pieces
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     messages=st.lists(st.binary(min_size=1, max_size=40_000), min_size=1, max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=1 << 20), max_size=30),

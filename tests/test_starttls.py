@@ -48,7 +48,9 @@ async def test_start_tls_on_a_transport(server_ctx, client_ctx) -> None:
 
         # A plain TCP connection, then TLS on it: the aiotls server speaks TLS from byte one.
         raw, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
-        tls = await aiotls.start_tls(raw, protocol=App(), context=client_ctx, servername="localhost")
+        tls = await aiotls.start_tls(
+            raw, protocol=App(), context=client_ctx, servername="localhost"
+        )
         assert isinstance(tls, aiotls.TLSTransport)
         tls.write(b"ping")
         assert await asyncio.wait_for(received.get(), 5) == b"ping"

@@ -24,9 +24,9 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
 
 
 @contextlib.asynccontextmanager
-async def tls_server(handler: Handler, ctx: aiotls.SecureContext, **kw: Any) -> AsyncIterator[
-    tuple[aiotls.Server, int]
-]:
+async def tls_server(
+    handler: Handler, ctx: aiotls.SecureContext, **kw: Any
+) -> AsyncIterator[tuple[aiotls.Server, int]]:
     """A started aiotls stream server on 127.0.0.1; yields (server, port)."""
     server = await aiotls.start_server(handler, "127.0.0.1", 0, context=ctx, **kw)
     try:

@@ -345,7 +345,7 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
         except SSL.Error as exc:
             raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
         for intermediate in chain[1:]:
-            ctx.add_extra_chain_cert(crypto.X509.from_cryptography(intermediate))
+            ctx.add_extra_chain_cert(intermediate)
         certs += chain
     return certs
 

@@ -313,10 +313,14 @@ class TLSTransport(asyncio.Transport):
             check = self._options.check_server_identity or certinfo.check_server_identity
             try:
                 result = check(self._check_host, self.get_peer_certificate() or {})
-            except TLSError as exc:
+            except Exception as exc:  # a user's check may raise anything: refuse, cleanly
                 result = exc
             if isinstance(result, BaseException):
-                error = result if isinstance(result, TLSError) else TLSError(str(result))
+                error = (
+                    result
+                    if isinstance(result, TLSError)
+                    else TLSCertificateError(str(result), code="ERR_TLS_CERT_ALTNAME_INVALID")
+                )
         self.authorized = error is None
         self.authorization_error = None if error is None else error.code
         reject = ctx.reject_unauthorized and (ctx.request_cert or not self._options.server_side)

@@ -155,3 +155,24 @@ async def test_bad_connection_options_raise_at_the_call(client_ctx) -> None:
 def test_context_is_immutable(client_ctx) -> None:
     with pytest.raises(AttributeError):
         client_ctx.request_cert = True
+
+
+async def test_user_check_server_identity_replaces_the_default(server_ctx, ca_pem: str) -> None:
+    calls: list[str] = []
+
+    def accept_all(host: str, cert: dict) -> None:
+        calls.append(host)
+
+    def broken(host: str, cert: dict) -> None:
+        raise ValueError("policy says no")
+
+    async with tls_server(echo, server_ctx) as (_, port):
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1", port, ca=ca_pem, servername="evil.test", check_server_identity=accept_all
+        )
+        assert calls == ["evil.test"] and writer.get_extra_info("tls").authorized
+        writer.close()
+        with pytest.raises(aiotls.TLSCertificateError, match="policy says no"):
+            await aiotls.open_connection(
+                "127.0.0.1", port, ca=ca_pem, servername="localhost", check_server_identity=broken
+            )

@@ -208,3 +208,29 @@ def test_arbitrary_splits_deliver_plaintext_whole_and_in_order(
             break
     assert hashlib.sha256(received[id(server)]).digest() == hashlib.sha256(sent_by_client).digest()
     assert bytes(received[id(client)]) == sent_by_server
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_unclean_end_keeps_tls12_session_only_when_released(
+    server_key_pem: str, server_chain_pem: str, ca_pem: str, released: bool
+) -> None:
+    """OpenSSL evicts a session whose connection is freed unshut; release() prevents it."""
+    import gc
+
+    server_ctx = aiotls.create_secure_context(
+        key=server_key_pem, cert=server_chain_pem, secure_options=0x4000  # no tickets
+    )
+    client_ctx = aiotls.create_secure_context(ca=ca_pem, max_version="TLSv1.2")
+    client, server = connect(server_ctx, client_ctx)
+    session = client.get_session()
+    if released:
+        server.release()
+    else:
+        server.connection.set_app_data(None)  # drop the cycle so the SSL is freed now
+    del server
+    gc.collect()
+    again = TLSEngine(client_ctx, server_hostname="localhost", session=session)
+    server2 = TLSEngine(server_ctx, server_side=True)
+    again.do_handshake()
+    pump(again, server2)
+    assert again.session_reused is released

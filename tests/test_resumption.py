@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+
 import pytest
 from util import echo, tls_server
 
@@ -10,6 +13,7 @@ import aiotls
 OP_NO_TICKET = 0x4000
 
 
+@pytest.mark.timeout(20)
 @pytest.mark.parametrize("how", ["abort", "close"])
 async def test_tls12_session_id_resumes_after_unclean_close(
     server_key_pem: str, server_chain_pem: str, ca_pem: str, how: str
@@ -18,7 +22,7 @@ async def test_tls12_session_id_resumes_after_unclean_close(
         key=server_key_pem, cert=server_chain_pem, secure_options=OP_NO_TICKET
     )
     client_ctx = aiotls.create_secure_context(ca=ca_pem, max_version="TLSv1.2")
-    async with tls_server(echo, ctx) as (_, port):
+    async with tls_server(echo, ctx) as (server, port):
         reader, writer = await aiotls.open_connection(
             "127.0.0.1", port, context=client_ctx, servername="localhost"
         )
@@ -32,6 +36,9 @@ async def test_tls12_session_id_resumes_after_unclean_close(
         else:
             writer.close()
             await writer.wait_closed()
+        while server.get_connections():  # the server has seen the reset or EOF
+            await asyncio.sleep(0.01)
+        gc.collect()  # and has freed that connection's SSL object
         reader, writer = await aiotls.open_connection(
             "127.0.0.1", port, context=client_ctx, servername="localhost", session=session
         )

@@ -1,0 +1,188 @@
+"""Ephemeral, in-memory PKI for demos, examples and quick local testing.
+
+:func:`make_ca` creates a throwaway certificate authority; :meth:`CA.issue` signs
+leaf certificates for host names and IP addresses. Everything lives in memory as
+PEM bytes, ready for ``create_secure_context(key=..., cert=...)`` and ``ca=...``::
+
+    ca = make_ca("aiotls demo CA")
+    key_pem, chain_pem = ca.issue(["localhost", "127.0.0.1"])
+
+Keys are ECDSA P-256 by default (RSA 2048 on request); certificates are valid for
+a short time only. Built on ``cryptography`` alone. This is not a production CA:
+keys are never stored and nothing can be revoked.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterable
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CA", "KeyType", "make_ca"]
+
+#: The key algorithms :meth:`CA.issue` can make.
+KeyType = Literal["ecdsa", "rsa"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_CA_VALIDITY = datetime.timedelta(days=7)
+_LEAF_VALIDITY = datetime.timedelta(days=1)
+_BACKDATE = datetime.timedelta(minutes=5)  # tolerate small clock skew between peers
+
+
+def _new_key(key_type: KeyType) -> PrivateKey:
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raise ValueError(f"key_type: expected 'ecdsa' or 'rsa', got {key_type!r}")
+
+
+def _key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    """An IP address SAN for address literals, a DNS SAN otherwise."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+class CA:
+    """A throwaway certificate authority held in memory (see :func:`make_ca`)."""
+
+    def __init__(self, name: str, key: PrivateKey, cert: x509.Certificate) -> None:
+        self.name = name
+        self._key = key
+        self.cert = cert
+
+    @property
+    def cert_pem(self) -> bytes:
+        """The CA certificate as PEM: what clients pass as ``ca=``."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(
+        self,
+        hostnames: Iterable[str],
+        *,
+        key_type: KeyType = "ecdsa",
+        common_name: str | None = None,
+        validity: datetime.timedelta = _LEAF_VALIDITY,
+    ) -> tuple[bytes, bytes]:
+        """Make a key and a certificate for ``hostnames``; returns ``(key_pem, chain_pem)``.
+
+        Each name becomes a subjectAltName (an IP address entry for address
+        literals, DNS otherwise); the first is also the subject's common name
+        unless ``common_name`` is given. The certificate is good for both
+        serverAuth and clientAuth. ``chain_pem`` is ready for ``cert=``: the leaf
+        alone, since this CA signs directly and peers already hold the root (a
+        server never needs to send it).
+        """
+        names = list(hostnames)
+        if not names and common_name is None:
+            raise ValueError("issue: give at least one host name (or a common_name)")
+        key = _new_key(key_type)
+        now = datetime.datetime.now(datetime.UTC)
+        usage_sign = isinstance(key, ec.EllipticCurvePrivateKey)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or names[0])])
+            )
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _BACKDATE)
+            .not_valid_after(min(now + validity, self.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    # RSA key transport (TLS 1.2 static RSA) needs keyEncipherment.
+                    key_encipherment=not usage_sign,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
+        )
+        if names:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
+            )
+        cert = builder.sign(self._key, hashes.SHA256())
+        return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+    def __repr__(self) -> str:
+        return f"<CA {self.name!r}>"
+
+
+def make_ca(
+    name: str = "aiotls ephemeral CA",
+    *,
+    key_type: KeyType = "ecdsa",
+    validity: datetime.timedelta = _CA_VALIDITY,
+) -> CA:
+    """Create a self-signed root CA named ``name`` (its common name and organization)."""
+    key = _new_key(key_type)
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
+    )
+    return CA(name, key, cert)

@@ -6,6 +6,7 @@ and CPython's ``_ssl`` print for the same certificate; the tests compare them wi
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import ipaddress
 import itertools
@@ -18,11 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.name import _ASN1Type
-from cryptography.x509.oid import (
-    AuthorityInformationAccessOID,
-    ExtensionOID,
-    PublicKeyAlgorithmOID,
-)
+from cryptography.x509.oid import AuthorityInformationAccessOID, PublicKeyAlgorithmOID
 
 from .errors import TLSCertificateError
 
@@ -64,7 +61,7 @@ _OTHER_NAMES = {
 }
 _NIST_CURVES = {"secp192r1": "P-192", "secp224r1": "P-224", "secp256r1": "P-256",
                 "secp384r1": "P-384", "secp521r1": "P-521"}  # fmt: skip
-_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 _ENCODINGS = {_ASN1Type.UTF8String: "utf-8", _ASN1Type.BMPString: "utf-16-be",
               _ASN1Type.UniversalString: "utf-32-be"}  # fmt: skip
 
@@ -84,16 +81,18 @@ def _long(oid: x509.ObjectIdentifier) -> str:
 def _ext(cert: x509.Certificate, kind: type[_E]) -> _E | None:
     try:
         return cert.extensions.get_extension_for_class(kind).value
-    except (x509.ExtensionNotFound, ValueError):  # absent, or unparsable extensions
+    except x509.ExtensionNotFound:
         return None
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType):
+        return None  # extensions cryptography cannot parse: treated as absent
 
 
 def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("latin-1")
 
 
-def _asn1_time(cert: x509.Certificate, which: str) -> str:
-    t = getattr(cert, which)  # ASN1_TIME_print, as both node and CPython use it
+def _asn1_time(t: datetime.datetime) -> str:
+    """OpenSSL's ASN1_TIME_print, which node and CPython both use."""
     return f"{_MONTHS[t.month - 1]} {t.day:2d} {t:%H:%M:%S} {t.year} GMT"
 
 
@@ -121,17 +120,27 @@ def _alt_name(data: bytes, utf8: bool = False, prefix: str = "") -> bytes:
     return bytes(out + b'"')
 
 
-def _oneline(name: x509.Name) -> bytes:
-    """OpenSSL's X509_NAME_oneline (node prints DirName alternative names with it)."""
-    out = b""
-    for attr in name:
-        value = _text(attr.value).encode(_ENCODINGS.get(attr._type, "latin-1"), "replace")
-        entry = b"/" + _short(attr.oid).encode() + b"="
-        entry += b"".join(b"\\x%02X" % c if c < 0x20 or c > 0x7E else bytes([c]) for c in value)
-        if len(out) + len(entry) > 255:  # node's 256-byte buffer
-            break
-        out += entry
-    return out
+def _rfc2253_value(attr: x509.NameAttribute[Any]) -> bytes:
+    if attr.oid.dotted_string not in _OID_NAMES:  # an unknown type: "#" and its DER in hex
+        data = _text(attr.value).encode(_ENCODINGS.get(attr._type, "latin-1"), "replace")
+        size = len(data).to_bytes(4, "big").lstrip(b"\0")
+        head = bytes([0x80 | len(size)]) + size if len(data) > 127 else bytes([len(data)])
+        return b"#" + (bytes([attr._type.value]) + head + data).hex().upper().encode()
+    data = _text(attr.value).encode()
+    last = len(data) - 1
+    return b"".join(
+        b"\\%c" % c if c in b'"+,;<>\\' or (i == 0 and c in b"# ") or (i == last and c == 32)
+        else bytes([c])
+        for i, c in enumerate(data)
+    )  # fmt: skip
+
+
+def _rfc2253(name: x509.Name) -> bytes:
+    """X509_NAME_print_ex with node's flags (RFC 2253, but UTF-8 and controls kept as is)."""
+    return b",".join(
+        b"+".join(_short(a.oid).encode() + b"=" + _rfc2253_value(a) for a in reversed(list(rdn)))
+        for rdn in reversed(name.rdns)
+    )
 
 
 def _der_string(der: bytes) -> tuple[int, bytes]:
@@ -143,27 +152,33 @@ def _der_string(der: bytes) -> tuple[int, bytes]:
     return der[0], der[start : start + size]
 
 
+def _ip_text(gn: x509.IPAddress, invalid: str) -> str:
+    """An IP altname as node and CPython print it: IPv6 as eight upper-case hex groups."""
+    value = gn.value
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):  # 8 or 32 bytes
+        return invalid.format(2 * len(value.network_address.packed))
+    if isinstance(value, ipaddress.IPv4Address):
+        return str(value)
+    return ":".join(f"{int.from_bytes(value.packed[i : i + 2], 'big'):X}" for i in range(0, 16, 2))
+
+
 def _node_general_name(gn: x509.GeneralName) -> bytes:
     """node 20's PrintGeneralName."""
     if isinstance(gn, x509.DNSName | x509.RFC822Name | x509.UniformResourceIdentifier):
         kind = {x509.DNSName: "DNS", x509.RFC822Name: "email"}.get(type(gn), "URI")
         return f"{kind}:".encode() + _alt_name(gn.value.encode("latin-1", "replace"))
     if isinstance(gn, x509.IPAddress):
-        packed = gn.value.packed if not isinstance(gn.value, ipaddress._BaseNetwork) else b""
-        if len(packed) == 4:
-            return b"IP Address:" + ".".join(map(str, packed)).encode()
-        words = [f"{packed[i] << 8 | packed[i + 1]:X}" for i in range(0, len(packed), 2)]
-        return b"IP Address:" + (":".join(words) or f"<invalid length={len(packed)}>").encode()
+        return b"IP Address:" + _ip_text(gn, "<invalid length={}>").encode()
     if isinstance(gn, x509.RegisteredID):
-        return b"Registered ID:" + _long(gn.value).encode()
+        return b"Registered ID:" + gn.value.dotted_string.encode()
     if isinstance(gn, x509.DirectoryName):
-        return b"DirName:" + _alt_name(_oneline(gn.value))
+        return b"DirName:" + _alt_name(_rfc2253(gn.value), utf8=True)
     if isinstance(gn, x509.OtherName):
         prefix, utf8 = _OTHER_NAMES.get(gn.type_id.dotted_string, ("", True))
         tag, value = _der_string(gn.value)
         if not prefix or tag != (0x0C if utf8 else 0x16):
             return b"othername:<unsupported>"
-        return b"othername:" + _alt_name(value, utf8, f" {prefix}:")
+        return b"othername:" + _alt_name(value, utf8, prefix)
     raise TypeError(f"unsupported general name {gn!r}")  # pragma: no cover
 
 
@@ -226,8 +241,8 @@ def _node_info(cert: x509.Certificate) -> dict[str, Any]:
         info["asn1Curve"] = {"secp256r1": "prime256v1", "secp192r1": "prime192v1"}.get(curve, curve)
         if curve in _NIST_CURVES:
             info["nistCurve"] = _NIST_CURVES[curve]
-    info["valid_from"] = _asn1_time(cert, "not_valid_before_utc")
-    info["valid_to"] = _asn1_time(cert, "not_valid_after_utc")
+    info["valid_from"] = _asn1_time(cert.not_valid_before_utc)
+    info["valid_to"] = _asn1_time(cert.not_valid_after_utc)
     raw = cert.public_bytes(serialization.Encoding.DER)
     for key_name, algo in (("", "sha1"), ("256", "sha256"), ("512", "sha512")):
         info[f"fingerprint{key_name}"] = hashlib.new(algo, raw).digest().hex(":").upper()
@@ -289,7 +304,7 @@ def _stdlib_general_name(gn: x509.GeneralName) -> tuple[str, Any]:
             return ("othername", "<unsupported>")
         return ("othername", f"{prefix}:{value.decode('utf-8', 'replace')}")
     if isinstance(gn, x509.IPAddress):
-        return ("IP Address", _node_general_name(gn).decode()[len("IP Address:") :])
+        return ("IP Address", _ip_text(gn, "<invalid>"))
     if isinstance(gn, x509.RegisteredID):
         return ("Registered ID", _long(gn.value))
     kind = {x509.DNSName: "DNS", x509.RFC822Name: "email"}.get(type(gn), "URI")
@@ -303,12 +318,12 @@ def stdlib_peercert(cert: x509.Certificate) -> dict[str, Any]:
         "issuer": _rdn_tuples(cert.issuer),
         "version": cert.version.value + 1,
         "serialNumber": _hex_bytes(cert.serial_number) if cert.serial_number else "00",
-        "notBefore": _asn1_time(cert, "not_valid_before_utc"),
-        "notAfter": _asn1_time(cert, "not_valid_after_utc"),
+        "notBefore": _asn1_time(cert.not_valid_before_utc),
+        "notAfter": _asn1_time(cert.not_valid_after_utc),
     }
     if (san := _ext(cert, x509.SubjectAlternativeName)) is not None:
         out["subjectAltName"] = tuple(map(_stdlib_general_name, san))
-    aia = _ext(cert, x509.AuthorityInformationAccess) or []
+    aia = list(_ext(cert, x509.AuthorityInformationAccess) or ())
     for key, oid in (
         ("OCSP", AuthorityInformationAccessOID.OCSP),
         ("caIssuers", AuthorityInformationAccessOID.CA_ISSUERS),
@@ -321,13 +336,15 @@ def stdlib_peercert(cert: x509.Certificate) -> dict[str, Any]:
         )
         if uris:
             out[key] = uris
-    if (crl := _ext(cert, x509.CRLDistributionPoints)) is not None:
-        out["crlDistributionPoints"] = tuple(
-            name.value
-            for point in crl
-            for name in point.full_name or ()
-            if isinstance(name, x509.UniformResourceIdentifier)
-        )
+    crl = _ext(cert, x509.CRLDistributionPoints) or ()
+    crl_uris = tuple(
+        name.value
+        for point in crl
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+    )
+    if crl_uris:
+        out["crlDistributionPoints"] = crl_uris
     return out
 
 
@@ -412,9 +429,8 @@ def _matches(host_parts: list[str], pattern: Any) -> bool:
     if len(pieces) > 2 or len(parts) <= 2:  # one '*' at most, and never "*.tld"
         return False
     prefix, suffix = pieces
-    return len(prefix) + len(suffix) <= len(host) and host.startswith((prefix)) and (
-        host.endswith(suffix)
-    )
+    fits = len(prefix) + len(suffix) <= len(host)
+    return fits and host.startswith(prefix) and host.endswith(suffix)
 
 
 def _split_alt_names(alt: str) -> list[str]:
@@ -472,14 +488,16 @@ def check_server_identity(hostname: str, cert: dict[str, Any]) -> None:
         if _canonical_ip(host) in ips:
             return
         reason = f"IP: {host} is not in the cert's list: " + ", ".join(ip or "" for ip in ips)
-    elif dns_names:
-        if any(_matches(_split_host(host), name) for name in dns_names):
-            return
-        reason = f"Host: {host}. is not in the cert's altnames: {alt}"
-    elif cn or isinstance(cn, list):  # JavaScript truthiness: [] is true
-        if any(_matches(_split_host(host), c) for c in (cn if isinstance(cn, list) else [cn])):
-            return
-        reason = f"Host: {host}. is not cert's CN: {_js_str(cn)}"
+    elif dns_names or cn or isinstance(cn, list):  # JavaScript truthiness: [] is true
+        parts = _split_host(host)
+        if dns_names:  # the CN counts only when there are no DNS altnames
+            if any(_matches(parts, name) for name in dns_names):
+                return
+            reason = f"Host: {host}. is not in the cert's altnames: {alt}"
+        else:
+            if any(_matches(parts, c) for c in (cn if isinstance(cn, list) else [cn])):
+                return
+            reason = f"Host: {host}. is not cert's CN: {_js_str(cn)}"
     else:
         reason = "Cert does not contain a DNS name"
     raise TLSCertificateError(

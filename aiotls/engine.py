@@ -370,8 +370,12 @@ class TLSEngine:
         return self._conn.get_peer_certificate(as_cryptography=True)
 
     def get_peer_x509_chain(self) -> list[x509.Certificate]:
-        """The chain the peer sent, leaf first (a server's list lacks the client leaf)."""
-        chain = self._conn.get_peer_cert_chain(as_cryptography=True)
+        """The peer's chain, leaf first: as verified up to our trust anchor when it
+        verified (so it ends at the root, as Node's detailed certificate does),
+        else as the peer sent it."""
+        chain = self._conn.get_verified_chain(as_cryptography=True)
+        if not chain:
+            chain = self._conn.get_peer_cert_chain(as_cryptography=True)
         return list(chain or [])
 
     def get_x509_certificate(self) -> x509.Certificate | None:

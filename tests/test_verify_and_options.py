@@ -176,3 +176,23 @@ async def test_user_check_server_identity_replaces_the_default(server_ctx, ca_pe
             await aiotls.open_connection(
                 "127.0.0.1", port, ca=ca_pem, servername="localhost", check_server_identity=broken
             )
+
+
+async def test_detailed_peer_certificate_links_up_to_the_root(ca: trustme.CA) -> None:
+    intermediate = ca.create_child_ca()
+    leaf = intermediate.issue_cert("localhost")
+    ctx = aiotls.create_secure_context(
+        key=leaf.private_key_pem.bytes(), cert=b"".join(b.bytes() for b in leaf.cert_chain_pems)
+    )
+    async with tls_server(echo, ctx) as (_, port):
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1", port, ca=ca.cert_pem.bytes(), servername="localhost"
+        )
+        cert = writer.get_extra_info("tls").get_peer_certificate(detailed=True)
+        subjects = []
+        while cert["issuerCertificate"] is not cert:
+            subjects.append(cert["subject"]["OU"])
+            cert = cert["issuerCertificate"]
+        assert len(subjects) == 2 and "CA" in subjects[1]  # leaf, intermediate, then root
+        assert cert["ca"] and "CA" in cert["subject"]["OU"]
+        writer.close()

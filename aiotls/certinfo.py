@@ -208,12 +208,21 @@ def _name_object(name: x509.Name) -> dict[str, Any]:
     return out
 
 
-def _node_info(cert: x509.Certificate) -> dict[str, Any]:
-    """node's X509ToObject plus translatePeerCertificate, keys in node's order."""
+def identity_fields(cert: x509.Certificate) -> dict[str, Any]:
+    """Just the fields check_server_identity reads (subject, subjectaltname): the cheap
+    path for the default check on every client handshake."""
     info: dict[str, Any] = {"subject": _name_object(cert.subject)}
-    info["issuer"] = _name_object(cert.issuer)
     if (san := _ext(cert, x509.SubjectAlternativeName)) is not None:
         info["subjectaltname"] = b", ".join(map(_node_general_name, san)).decode("utf-8", "replace")
+    return info
+
+
+def _node_info(cert: x509.Certificate) -> dict[str, Any]:
+    """node's X509ToObject plus translatePeerCertificate, keys in node's order."""
+    ident = identity_fields(cert)
+    info: dict[str, Any] = {"subject": ident["subject"], "issuer": _name_object(cert.issuer)}
+    if "subjectaltname" in ident:
+        info["subjectaltname"] = ident["subjectaltname"]
     if (aia := _ext(cert, x509.AuthorityInformationAccess)) is not None:
         info["infoAccess"] = _info_access(aia)
     bc, ku = _ext(cert, x509.BasicConstraints), _ext(cert, x509.KeyUsage)

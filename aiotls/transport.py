@@ -310,9 +310,18 @@ class TLSTransport(asyncio.Transport):
             name = engine.verify_error
             error = TLSCertificateError(f"certificate verify failed: {name}", code=name)
         elif not self._options.server_side and self._check_host:
-            check = self._options.check_server_identity or certinfo.check_server_identity
+            user_check = self._options.check_server_identity
             try:
-                result = check(self._check_host, self.get_peer_certificate() or {})
+                if user_check is None:
+                    peer = engine.get_peer_x509_certificate()
+                    assert peer is not None
+                    certinfo.check_server_identity(self._check_host, certinfo.identity_fields(peer))
+                    result = None
+                else:
+                    result = user_check(self._check_host, self.get_peer_certificate() or {})
+            except TLSCertificateError as exc:
+                exc.cert = self.get_peer_certificate()  # the full dict, as Node's error has
+                result = exc
             except Exception as exc:  # a user's check may raise anything: refuse, cleanly
                 result = exc
             if isinstance(result, BaseException):

@@ -79,8 +79,8 @@ def alpn_select_callback(
 ) -> int:
     """Pick the server's first ALPN protocol the client also offers (Node's rule)."""
     engine = engine_of(ssl)
-    if engine is None:
-        return int(lib.SSL_TLSEXT_ERR_NOACK)
+    if engine is None or not engine._alpn_configured:
+        return int(lib.SSL_TLSEXT_ERR_NOACK)  # a server without ALPN ignores the extension
     offered = ffi.buffer(client, client_len)[:]
     choice = engine._select_alpn(parse_alpn_wire(offered))
     if choice is None:

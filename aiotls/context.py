@@ -228,7 +228,8 @@ def create_secure_context(**options: Any) -> SecureContext:
             alpn_list.append(raw)
         if alpn_list:
             ctx.set_alpn_protos(alpn_list)
-            b.install_alpn_select(ctx)
+    # Always: the engine answers (its list, a server's alpn callable, or no ALPN at all).
+    b.install_alpn_select(ctx)
 
     request_cert = _bool("request_cert", options.get("request_cert", False))
     reject = _bool("reject_unauthorized", options.get("reject_unauthorized", True))

@@ -255,6 +255,10 @@ class TLSEngine:
             return True
         return False
 
+    @property
+    def _alpn_configured(self) -> bool:
+        return self.alpn_select is not None or bool(self._context._alpn_list)
+
     def _select_alpn(self, offered: list[bytes]) -> bytes | None:
         if self.alpn_select is not None:
             return self.alpn_select(offered)

@@ -9,6 +9,7 @@ the call that received it, naming the option.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,13 @@ DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 #: How long close() waits for the peer's close_notify before dropping the connection.
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
-_BOTH = {"handshake_timeout", "shutdown_timeout", "suppress_ragged_eofs", "on_keylog"}
+_BOTH = {
+    "handshake_timeout",
+    "shutdown_timeout",
+    "suppress_ragged_eofs",
+    "on_keylog",
+    "sslkeylogfile",
+}
 _SERVER = {
     "sni_callback", "on_secure_connection", "on_tls_client_error", "allow_renegotiation",
     "on_ocsp_request", "on_new_session", "on_resume_session",
@@ -76,6 +83,30 @@ def _hook(name: str, value: object) -> Hook | None:
     return value
 
 
+def _append_to_sslkeylogfile(line: bytes) -> None:
+    """Append one NSS key-log line to $SSLKEYLOGFILE (read per line, as curl does)."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if path:
+        with open(path, "ab") as f:
+            f.write(line)
+
+
+def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> Hook | None:
+    hook = _hook("on_keylog", on_keylog)
+    if not isinstance(sslkeylogfile, bool):
+        raise TypeError("sslkeylogfile: expected bool")
+    if not sslkeylogfile:
+        return hook
+    if hook is None:
+        return _append_to_sslkeylogfile
+
+    def both(line: bytes) -> object:
+        _append_to_sslkeylogfile(line)
+        return hook(line)
+
+    return both
+
+
 def split(
     kwargs: dict[str, Any], *, server_side: bool, context: SecureContext | None
 ) -> tuple[SecureContext, ConnectionOptions]:
@@ -120,7 +151,9 @@ def split(
             "shutdown_timeout", conn_kwargs.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
         ),
         suppress_ragged_eofs=ragged,
-        on_keylog=_hook("on_keylog", conn_kwargs.get("on_keylog")),
+        on_keylog=_keylog_hook(
+            conn_kwargs.get("on_keylog"), conn_kwargs.get("sslkeylogfile", False)
+        ),
         sni_callback=_hook("sni_callback", conn_kwargs.get("sni_callback")),
         alpn_callback=alpn_callback,
         on_secure_connection=_hook("on_secure_connection", conn_kwargs.get("on_secure_connection")),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from . import options as _options
@@ -33,6 +35,8 @@ class Server:
         self._options = options
         self._connections: set[TLSTransport] = set()
         self._server: asyncio.Server | None = None
+        self._sni_contexts: list[tuple[re.Pattern[str], SecureContext]] = []
+        self._sni_options = options
 
     def _accept(self) -> asyncio.BaseProtocol:
         """Called by asyncio per accepted socket: a TLSTransport and its raw protocol."""
@@ -40,7 +44,7 @@ class Server:
             self._loop,
             self._factory(),
             self._context,
-            self._options,
+            self._sni_options,
             on_lost=self._connections.discard,
         )
         self._connections.add(tls)
@@ -105,6 +109,43 @@ class Server:
         if not isinstance(context_or_options, SecureContext):
             raise TypeError("set_secure_context: expected a SecureContext or an options dict")
         self._context = context_or_options
+
+    def add_context(
+        self, hostname: str, context_or_options: SecureContext | dict[str, Any]
+    ) -> None:
+        """Serve ``context`` to clients whose SNI matches ``hostname`` (Node's addContext).
+
+        A "*" stands for any run of characters within one label, as in Node:
+        "*.example.com" matches "a.example.com" but neither "a.b.example.com" nor
+        "example.com". Matching ignores case. When several patterns match, the one
+        added last wins (Node's rule). A server's ``sni_callback``, if given, is
+        asked instead.
+        """
+        if not isinstance(hostname, str):
+            raise TypeError("add_context: hostname must be a str")
+        if isinstance(context_or_options, dict):
+            context_or_options = create_secure_context(**context_or_options)
+        if not isinstance(context_or_options, SecureContext):
+            raise TypeError("add_context: expected a SecureContext or an options dict")
+        pattern = (
+            "^"
+            + ".".join(
+                "[^.]*".join(re.escape(part) for part in label.split("*"))
+                for label in hostname.split(".")
+            )
+            + "$"
+        )
+        self._sni_contexts.append((re.compile(pattern, re.IGNORECASE), context_or_options))
+        if self._options.sni_callback is None:
+            self._sni_options = replace(self._options, sni_callback=self._match_context)
+
+    def _match_context(self, servername: str | None) -> SecureContext | None:
+        """The context of the last added pattern matching ``servername`` (None: default)."""
+        if servername:
+            for pattern, context in reversed(self._sni_contexts):
+                if pattern.match(servername):
+                    return context
+        return None
 
     @property
     def context(self) -> SecureContext:

@@ -144,10 +144,10 @@ class TLSTransport(asyncio.Transport):
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,
-            server_hostname=options.servername if options.servername is not None else None,
+            server_hostname=options.servername,
             pause_handshake=options.sni_callback is not None,
             session=options.session,
-            on_keylog=options.on_keylog,
+            on_keylog=self._keylog if options.on_keylog is not None else None,
         )
         if options.alpn_callback is not None:
             self._engine.alpn_select = self._alpn_select
@@ -284,6 +284,10 @@ class TLSTransport(asyncio.Transport):
             self._hook_task = None
         if self._state is _State.HANDSHAKING:
             self._step_handshake(engine.resume)
+
+    def _keylog(self, line: bytes) -> None:
+        assert self._options.on_keylog is not None
+        call_hook(self._loop, self._options.on_keylog, line)
 
     def _alpn_select(self, offered: list[bytes]) -> bytes | None:
         callback = self._options.alpn_callback

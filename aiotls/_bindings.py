@@ -21,9 +21,6 @@ __all__ = ["PARTIAL_WRITE_MODE", "engine_of", "error_queue", "ffi", "install_alp
 #: pyOpenSSL turns partial writes on; aiotls wants one whole SSL_write per send.
 PARTIAL_WRITE_MODE: int = lib.SSL_MODE_ENABLE_PARTIAL_WRITE
 
-# SSL_CTX_set_cert_cb return values: 1 go on, 0 fail, -1 pause (WANT_X509_LOOKUP).
-_CERT_CB_PAUSE = -1
-
 
 def engine_of(ssl: Any) -> TLSEngine | None:
     """The engine that owns an ``SSL*`` (None once it has been released)."""
@@ -63,11 +60,11 @@ def verify_accept_all(preverify_ok: int, store: Any) -> int:
 
 @ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]
 def cert_callback(ssl: Any, arg: Any) -> int:
-    """Pause the server handshake once per ClientHello so async hooks can run."""
+    """Once per ClientHello: pause the handshake for async hooks, or refuse a renegotiation."""
     engine = engine_of(ssl)
     if engine is None:
         return 1
-    return _CERT_CB_PAUSE if engine._pause_for_hooks() else 1
+    return engine._on_client_hello()
 
 
 @ffi.callback(

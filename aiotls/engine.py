@@ -33,6 +33,9 @@ __all__ = ["TLSEngine"]
 
 ffi, lib = b.ffi, b.lib
 
+_OP_ALLOW_CLIENT_RENEGOTIATION = 0x100  # SSL_OP_ALLOW_CLIENT_RENEGOTIATION; pyOpenSSL lacks it
+_OP_NO_RENEGOTIATION = 0x40000000
+_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
 _tls = threading.local()
@@ -70,12 +73,15 @@ class TLSEngine:
         "_hook_state",
         "_in",
         "_out",
+        "_refusal",
+        "_renegotiating",
         "_ssl",
         "alpn_select",
         "close_notify_received",
         "close_notify_sent",
         "handshake_complete",
         "on_keylog",
+        "on_renegotiation",
         "server_hostname",
         "server_side",
     )
@@ -87,6 +93,7 @@ class TLSEngine:
         server_side: bool = False,
         server_hostname: str | None = None,
         pause_handshake: bool = False,
+        allow_renegotiation: bool = False,
         session: bytes | None = None,
         on_keylog: Callable[[bytes], object] | None = None,
     ) -> None:
@@ -101,6 +108,10 @@ class TLSEngine:
         self._deferred: TLSError | None = None
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
+        #: Asked at each client renegotiation (server side); False refuses it.
+        self.on_renegotiation: Callable[[], TLSError | None] | None = None
+        self._refusal: TLSError | None = None
+        self._renegotiating: bytes | None = None  # the peer's Finished when it started
         conn = SSL.Connection(context._ctx, None)
         conn.set_app_data(self)
         self._conn = conn
@@ -110,16 +121,22 @@ class TLSEngine:
         if server_side:
             conn.set_accept_state()
             self._apply_server_verify()
-            if pause_handshake:
+            if pause_handshake or allow_renegotiation:
                 lib.SSL_set_cert_cb(self._ssl, b.cert_callback, ffi.NULL)
+            if allow_renegotiation:  # OpenSSL 3.2+ refuses client renegotiation without it
+                lib.SSL_set_options(self._ssl, _OP_ALLOW_CLIENT_RENEGOTIATION)
         else:
             conn.set_connect_state()
+            lib.SSL_set_post_handshake_auth(self._ssl, 1)  # TLS 1.3 servers may ask later
             self._configure_client(session)
 
     def _apply_server_verify(self) -> None:
         ctx = self._context
-        if ctx.request_cert:
-            reject = ctx.reject_unauthorized
+        self._set_peer_verify(ctx.request_cert, ctx.reject_unauthorized)
+
+    def _set_peer_verify(self, request_cert: bool, reject_unauthorized: bool) -> None:
+        if request_cert:
+            reject = reject_unauthorized
             mode = lib.SSL_VERIFY_PEER | (lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT if reject else 0)
             lib.SSL_set_verify(self._ssl, mode, ffi.NULL if reject else b.verify_accept_all)
         else:
@@ -211,7 +228,8 @@ class TLSEngine:
                 if err == lib.SSL_ERROR_ZERO_RETURN:
                     self.close_notify_received = True
                 elif err != lib.SSL_ERROR_WANT_READ:
-                    exc = self._fail(n, err)
+                    exc = self._refusal or self._fail(n, err)
+                    b.error_queue()
                     if not total:
                         raise exc
                     self._deferred = exc
@@ -249,11 +267,70 @@ class TLSEngine:
             self._hook_state = "done"
         return self.do_handshake()
 
-    def _pause_for_hooks(self) -> bool:
+    def _on_client_hello(self) -> int:
+        """The certificate callback's answer: 1 go on, -1 pause for hooks, 0 refuse."""
+        if self.handshake_complete:  # a client-initiated renegotiation
+            if self.on_renegotiation is not None:
+                self._refusal = self.on_renegotiation()
+            return 0 if self._refusal is not None else 1
         if self._hook_state == "armed":
             self._hook_state = "paused"
-            return True
+            return -1
+        return 1
+
+    # -- renegotiation and post-handshake authentication -----------------------------
+
+    def renegotiate(self, *, request_cert: bool = False, reject_unauthorized: bool = True) -> None:
+        """Start a TLS 1.2 renegotiation, or (TLS 1.3 server) ask for a client certificate.
+
+        The messages come out of :meth:`data_to_send`; :attr:`renegotiation_complete`
+        turns True once the peer has answered (bytes fed through :meth:`read`).
+        """
+        if not self.handshake_complete or self.close_notify_sent:
+            raise TLSError("renegotiate: no established connection", code="ERR_TLS_NOT_READY")
+        if self.server_side:
+            self._set_peer_verify(request_cert, reject_unauthorized)
+            # A resumed renegotiation would skip the CertificateRequest.
+            lib.SSL_set_options(self._ssl, _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION)
+        lib.ERR_clear_error()
+        if self.get_protocol() == "TLSv1.3":
+            if not (self.server_side and request_cert):
+                raise TLSError(
+                    "TLS 1.3 has no renegotiation; only a server may request a client"
+                    " certificate after the handshake (request_cert=True)",
+                    code="ERR_TLS_RENEGOTIATION_UNSUPPORTED",
+                )
+            if lib.SSL_verify_client_post_handshake(self._ssl) != 1:
+                raise self._fail(0, lib.SSL_ERROR_SSL)  # e.g. the client did not offer PHA
+        elif lib.SSL_renegotiate(self._ssl) != 1:
+            raise self._fail(0, lib.SSL_ERROR_SSL)
+        # Every handshake (and TLS 1.3 post-handshake auth) ends with a new peer
+        # Finished: its change is how completion shows, without an info callback.
+        self._renegotiating = self.get_peer_finished()
+        rc = lib.SSL_do_handshake(self._ssl)
+        if rc != 1 and lib.SSL_get_error(self._ssl, rc) != lib.SSL_ERROR_WANT_READ:
+            raise self._fail(rc)
+
+    @property
+    def renegotiating(self) -> bool:
+        """True from :meth:`renegotiate` until the peer's new Finished has arrived."""
+        if self._renegotiating is None or self.get_peer_finished() == self._renegotiating:
+            return self._renegotiating is not None
+        self._renegotiating = None
         return False
+
+    def disable_renegotiation(self) -> None:
+        """Refuse renegotiation from now on (Node's disableRenegotiation).
+
+        A server fails the connection with ERR_TLS_RENEGOTIATION_DISABLED when the
+        client tries; a client declines the server's HelloRequest.
+        """
+        if not self.server_side:
+            lib.SSL_set_options(self._ssl, _OP_NO_RENEGOTIATION)
+        self.on_renegotiation = lambda: TLSError(
+            "TLS session renegotiation disabled for this socket",
+            code="ERR_TLS_RENEGOTIATION_DISABLED",
+        )
 
     @property
     def _alpn_configured(self) -> bool:

@@ -41,7 +41,7 @@ _CLIENT = {
 }  # fmt: skip
 # Hooks whose machinery belongs to later work; refused rather than silently ignored.
 _NOT_YET = {
-    "allow_renegotiation", "on_ocsp_request", "on_new_session", "on_resume_session",
+    "on_ocsp_request", "on_new_session", "on_resume_session",
     "min_dh_size", "request_ocsp", "on_ocsp_response", "on_session",
 }  # fmt: skip
 
@@ -58,6 +58,7 @@ class ConnectionOptions:
     suppress_ragged_eofs: bool = False
     on_keylog: Hook | None = None
     # server
+    allow_renegotiation: bool = False
     sni_callback: Hook | None = None
     alpn_callback: Hook | None = None
     on_secure_connection: Hook | None = None
@@ -142,6 +143,9 @@ def split(
     ragged = conn_kwargs.get("suppress_ragged_eofs", False)
     if not isinstance(ragged, bool):
         raise TypeError("suppress_ragged_eofs: expected bool")
+    allow_reneg = conn_kwargs.get("allow_renegotiation", False)
+    if not isinstance(allow_reneg, bool):
+        raise TypeError("allow_renegotiation: expected bool")
     opts = ConnectionOptions(
         server_side=server_side,
         handshake_timeout=_timeout(
@@ -151,6 +155,7 @@ def split(
             "shutdown_timeout", conn_kwargs.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
         ),
         suppress_ragged_eofs=ragged,
+        allow_renegotiation=allow_reneg,
         on_keylog=_keylog_hook(
             conn_kwargs.get("on_keylog"), conn_kwargs.get("sslkeylogfile", False)
         ),

@@ -30,6 +30,7 @@ import enum
 import inspect
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -146,11 +147,17 @@ class TLSTransport(asyncio.Transport):
             server_side=options.server_side,
             server_hostname=options.servername,
             pause_handshake=options.sni_callback is not None,
+            allow_renegotiation=options.allow_renegotiation,
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
         )
         if options.alpn_callback is not None:
             self._engine.alpn_select = self._alpn_select
+        if options.allow_renegotiation:
+            self._engine.on_renegotiation = self._count_renegotiation
+        self._renegotiations: list[float] = []
+        self._verify_override: tuple[bool, bool] | None = None  # set by renegotiate()
+        self._reneg_waiter: asyncio.Future[None] | None = None
         self._app: asyncio.BaseProtocol = app_protocol
         self._app_buffered = isinstance(app_protocol, asyncio.BufferedProtocol)
         self._app_connected = False
@@ -285,6 +292,19 @@ class TLSTransport(asyncio.Transport):
         if self._state is _State.HANDSHAKING:
             self._step_handshake(engine.resume)
 
+    def _count_renegotiation(self) -> TLSError | None:
+        """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt."""
+        import aiotls  # the module globals may be changed at run time, as in Node
+
+        now = time.monotonic()
+        window = aiotls.CLIENT_RENEG_WINDOW
+        self._renegotiations = [t for t in self._renegotiations if now - t < window] + [now]
+        if len(self._renegotiations) > aiotls.CLIENT_RENEG_LIMIT:
+            return TLSError(
+                "TLS session renegotiation attack detected", code="ERR_TLS_SESSION_ATTACK"
+            )
+        return None
+
     def _keylog(self, line: bytes) -> None:
         assert self._options.on_keylog is not None
         call_hook(self._loop, self._options.on_keylog, line)
@@ -306,10 +326,15 @@ class TLSTransport(asyncio.Transport):
     def _authorize(self) -> TLSError | None:
         """Node's authorized / authorizationError; the error if the peer must be refused."""
         engine, ctx = self._engine, self._engine.context
+        request_cert, reject = self._verify_override or (ctx.request_cert, ctx.reject_unauthorized)
+        if self._options.server_side and not request_cert:
+            self.authorized, self.authorization_error = False, None  # nothing asked, as Node
+            return None
         error: TLSError | None = None
         if engine.get_peer_x509_certificate() is None:
-            if not self._options.server_side:
-                error = TLSCertificateError("peer sent no certificate", code="ERR_TLS_NO_CERT")
+            error = TLSCertificateError(
+                "peer sent no certificate", code="UNABLE_TO_GET_ISSUER_CERT"
+            )
         elif engine.verify_error is not None:
             name = engine.verify_error
             error = TLSCertificateError(f"certificate verify failed: {name}", code=name)
@@ -336,7 +361,6 @@ class TLSTransport(asyncio.Transport):
                 )
         self.authorized = error is None
         self.authorization_error = None if error is None else error.code
-        reject = ctx.reject_unauthorized and (ctx.request_cert or not self._options.server_side)
         return error if reject else None
 
     def _handshake_done(self) -> None:
@@ -409,6 +433,8 @@ class TLSTransport(asyncio.Transport):
             self._fatal(exc)
             return
         self._flush()  # post-handshake messages (key updates, renegotiation)
+        if self._reneg_waiter is not None and not engine.renegotiating:
+            self._renegotiated()
         if engine.close_notify_received and not self._peer_closed:
             self._on_peer_close_notify()
 
@@ -423,7 +449,21 @@ class TLSTransport(asyncio.Transport):
         if self._eof_sent or not keep_open:
             self.close()
 
+    def _renegotiated(self) -> None:
+        waiter, self._reneg_waiter = self._reneg_waiter, None
+        refused = self._authorize()  # the peer may have sent (another) certificate
+        if waiter is not None and not waiter.done():
+            if refused is not None:
+                waiter.set_exception(refused)
+            else:
+                waiter.set_result(None)
+        if refused is not None:
+            self._fatal(refused)
+
     def _fatal(self, exc: BaseException) -> None:
+        if self._reneg_waiter is not None and not self._reneg_waiter.done():
+            self._reneg_waiter.set_exception(exc)
+            self._reneg_waiter = None
         if self._state is _State.CLOSED:
             return
         if self._state is _State.OPEN:
@@ -647,6 +687,31 @@ class TLSTransport(asyncio.Transport):
         """Our own certificate in Node's shape."""
         cert = self._engine.get_x509_certificate()
         return {} if cert is None else certinfo.node_certificate(cert)
+
+    async def renegotiate(
+        self, *, request_cert: bool = False, reject_unauthorized: bool = True
+    ) -> None:
+        """Renegotiate (TLS 1.2, either side) or, on a TLS 1.3 server with
+        ``request_cert=True``, request the client's certificate (post-handshake auth).
+
+        Returns once done; :attr:`authorized` then reflects any new client
+        certificate. Raises TLSError when it cannot be done (TLS 1.3 without
+        post-handshake auth, renegotiation refused by the peer, a refused certificate).
+        """
+        if self._state is not _State.OPEN or self._reneg_waiter is not None:
+            raise TLSError("renegotiate: connection not open or busy", code="ERR_TLS_NOT_READY")
+        self._engine.renegotiate(request_cert=request_cert, reject_unauthorized=reject_unauthorized)
+        if self._options.server_side:
+            self._verify_override = (request_cert, reject_unauthorized)
+        self._reneg_waiter = self._loop.create_future()
+        waiter = self._reneg_waiter
+        self._flush()
+        timeout = self._options.handshake_timeout or None
+        await asyncio.wait_for(asyncio.shield(waiter), timeout)
+
+    def disable_renegotiation(self) -> None:
+        """Refuse any further renegotiation (Node's disableRenegotiation)."""
+        self._engine.disable_renegotiation()
 
     def get_ephemeral_key_info(self) -> dict[str, Any] | None:
         """The key-exchange group (client side; None on the server, as in Node)."""

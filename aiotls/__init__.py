@@ -8,10 +8,11 @@ transports (:class:`TLSTransport`) -> front doors (:func:`start_server`,
 
 from __future__ import annotations
 
+from . import _extended
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
 from .client import create_connection, open_connection
-from .context import SecureContext, create_secure_context
+from .context import DEFAULT_ECDH_CURVE, SecureContext, create_secure_context
 from .engine import TLSEngine
 from .errors import (
     TLSCertificateError,
@@ -26,9 +27,6 @@ from .transport import TLSSocket, TLSTransport
 
 __version__ = "0.1.0"
 
-#: OpenSSL chooses the key-exchange groups (its default list, with post-quantum
-#: X25519MLKEM768 first on OpenSSL 3.5+).
-DEFAULT_ECDH_CURVE = "auto"
 #: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults).
 CLIENT_RENEG_LIMIT = 3
 CLIENT_RENEG_WINDOW = 600
@@ -36,7 +34,7 @@ CLIENT_RENEG_WINDOW = 600
 
 def features() -> dict[str, bool]:
     """Which features that need extended OpenSSL access this build provides."""
-    return {"npn": False, "ticket_keys": False, "resume_session": False}
+    return _extended.features()
 
 
 __all__ = [

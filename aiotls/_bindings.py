@@ -16,7 +16,16 @@ from OpenSSL._util import ffi, lib
 if TYPE_CHECKING:
     from .engine import TLSEngine
 
-__all__ = ["PARTIAL_WRITE_MODE", "engine_of", "error_queue", "ffi", "install_alpn_select", "lib"]
+__all__ = [
+    "PARTIAL_WRITE_MODE",
+    "engine_of",
+    "error_queue",
+    "ffi",
+    "install_alpn_select",
+    "lib",
+    "set_dh_params",
+    "set_groups",
+]
 
 #: pyOpenSSL turns partial writes on; aiotls wants one whole SSL_write per send.
 PARTIAL_WRITE_MODE: int = lib.SSL_MODE_ENABLE_PARTIAL_WRITE
@@ -35,6 +44,30 @@ def error_queue() -> list[str]:
         text = lib.ERR_reason_error_string(code)
         reasons.append(ffi.string(text).decode() if text != ffi.NULL else f"error {code:#x}")
     return reasons
+
+
+def set_groups(ctx: SSL.Context, groups: str) -> bool:
+    """SSL_CTX_set1_groups_list (declared by cryptography as its older name, curves)."""
+    ok = bool(lib.SSL_CTX_set1_curves_list(ctx._context, groups.encode()) == 1)
+    error_queue()
+    return ok
+
+
+def set_dh_params(ctx: SSL.Context, pem: bytes) -> bool:
+    """Install PEM DH parameters (enables DHE suites on a server)."""
+    bio = lib.BIO_new_mem_buf(pem, len(pem))
+    try:
+        dh = lib.PEM_read_bio_DHparams(bio, ffi.NULL, ffi.NULL, ffi.NULL)
+    finally:
+        lib.BIO_free(bio)
+    if dh == ffi.NULL:
+        error_queue()
+        return False
+    try:
+        return bool(lib.SSL_CTX_set_tmp_dh(ctx._context, dh) == 1)
+    finally:
+        lib.DH_free(dh)
+        error_queue()
 
 
 def install_alpn_select(ctx: SSL.Context) -> None:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.hazmat.primitives.serialization import pkcs12
 from OpenSSL import SSL, crypto
 
 from . import _bindings as b
+from . import _extended
 from .ciphers import DEFAULT_CIPHERS
-from .errors import TLSConfigError, TLSFeatureUnavailable
+from .errors import TLSConfigError
 
-__all__ = ["CONTEXT_OPTIONS", "SecureContext", "create_secure_context"]
+__all__ = ["CONTEXT_OPTIONS", "DEFAULT_ECDH_CURVE", "SecureContext", "create_secure_context"]
 
 _VERSIONS = {
     "TLSv1": SSL.TLS1_VERSION,
@@ -43,9 +46,24 @@ CONTEXT_OPTIONS = frozenset(
     }
 )  # fmt: skip
 
-# Options whose implementation belongs to a later piece of work (Node parity issue):
-# accepted names, refused values, never silently ignored.
-_NOT_YET = frozenset({"ecdh_curve", "dhparam", "secure_protocol", "npn_protocols", "ticket_keys"})
+#: OpenSSL's own default group list (3.5+): post-quantum X25519MLKEM768 and X25519 key
+#: shares in the first flight, then the classic curves; "?" skips names a build lacks.
+DEFAULT_ECDH_CURVE = (
+    "?*X25519MLKEM768 / ?*X25519:?secp256r1 / ?X448:?secp384r1:?secp521r1 / ?ffdhe2048:?ffdhe3072"
+)
+
+# Node's secureProtocol method names -> (min, max) versions; None leaves the bound open.
+_METHODS: dict[str, tuple[int | None, int | None]] = {
+    prefix + suffix: bounds
+    for prefix, bounds in {
+        "TLS": (None, None),
+        "SSLv23": (None, None),
+        "TLSv1": (SSL.TLS1_VERSION, SSL.TLS1_VERSION),
+        "TLSv1_1": (SSL.TLS1_1_VERSION, SSL.TLS1_1_VERSION),
+        "TLSv1_2": (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION),
+    }.items()
+    for suffix in ("_method", "_server_method", "_client_method")
+}
 
 Pem = str | bytes
 _SHA256 = hashes.SHA256()
@@ -174,12 +192,6 @@ def create_secure_context(**options: Any) -> SecureContext:
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise TypeError(f"create_secure_context: unknown option(s): {', '.join(sorted(unknown))}")
-    for name in _NOT_YET & set(options):
-        if options[name] is not None:
-            raise TLSFeatureUnavailable(
-                f"{name}: not implemented yet in this version of aiotls",
-                code="ERR_TLS_FEATURE_UNAVAILABLE",
-            )
     ctx = SSL.Context(SSL.TLS_METHOD)
     # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
     ctx.clear_mode(b.PARTIAL_WRITE_MODE)
@@ -187,13 +199,7 @@ def create_secure_context(**options: Any) -> SecureContext:
     ctx.set_options(SSL.OP_NO_COMPRESSION)
     sc = object.__new__(SecureContext)
 
-    min_v = _version("min_version", options.get("min_version", "TLSv1.2"))
-    ctx.set_min_proto_version(min_v)
-    if options.get("max_version") is not None:
-        max_v = _version("max_version", options["max_version"])
-        if max_v < min_v:
-            raise TLSConfigError("max_version: lower than min_version")
-        ctx.set_max_proto_version(max_v)
+    _set_versions(ctx, options)
 
     certs = _load_identity(ctx, options)
     ca_certs = _load_trust(ctx, options)
@@ -215,6 +221,9 @@ def create_secure_context(**options: Any) -> SecureContext:
         if timeout <= 0:
             raise ValueError("session_timeout: must be positive")
         ctx.set_timeout(int(timeout))
+
+    _set_key_exchange(ctx, options)
+    _set_extended(ctx, options)
 
     alpn = options.get("alpn_protocols")
     alpn_list: list[bytes] = []
@@ -260,6 +269,87 @@ def create_secure_context(**options: Any) -> SecureContext:
         reject_unauthorized=reject,
     )
     return sc
+
+
+def _set_versions(ctx: SSL.Context, options: dict[str, Any]) -> None:
+    """min_version / max_version, or Node's secure_protocol method name (not both)."""
+    method = options.get("secure_protocol")
+    if method is not None:
+        if options.get("min_version") is not None or options.get("max_version") is not None:
+            raise TLSConfigError(
+                "secure_protocol: cannot be combined with min_version/max_version",
+                code="ERR_TLS_PROTOCOL_VERSION_CONFLICT",
+            )
+        if not isinstance(method, str):
+            raise TypeError("secure_protocol: expected a method name such as 'TLSv1_2_method'")
+        if method not in _METHODS:
+            raise TLSConfigError(
+                f"secure_protocol: unknown or disabled method {method!r}",
+                code="ERR_TLS_INVALID_PROTOCOL_METHOD",
+            )
+        low, high = _METHODS[method]
+        ctx.set_min_proto_version(low or SSL.TLS1_VERSION)
+        if high is not None:
+            ctx.set_max_proto_version(high)
+        return
+    min_v = _version("min_version", options.get("min_version") or "TLSv1.2")
+    ctx.set_min_proto_version(min_v)
+    if options.get("max_version") is not None:
+        max_v = _version("max_version", options["max_version"])
+        if max_v < min_v:
+            raise TLSConfigError("max_version: lower than min_version")
+        ctx.set_max_proto_version(max_v)
+
+
+def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
+    """ecdh_curve (a name, a colon list, or "auto") and dhparam (enables DHE suites)."""
+    curve = options.get("ecdh_curve")
+    if curve is not None:
+        if not isinstance(curve, str):
+            raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
+        if curve != "auto" and not b.set_groups(ctx, curve):
+            raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
+    dhparam = options.get("dhparam")
+    if dhparam is None:
+        return
+    pem = dhparam.encode() if isinstance(dhparam, str) else dhparam
+    if not isinstance(pem, bytes):
+        raise TypeError("dhparam: expected PEM str or bytes")
+    try:
+        params = serialization.load_pem_parameters(pem)
+    except ValueError as exc:
+        raise TLSConfigError(f"dhparam: cannot parse DH parameters: {exc}") from None
+    if not isinstance(params, dh.DHParameters):
+        raise TLSConfigError("dhparam: not DH parameters")
+    bits = params.parameter_numbers().p.bit_length()
+    if bits < 1024:
+        raise TLSConfigError(
+            f"dhparam: DH parameter is {bits} bits, less than 1024", code="ERR_TLS_DH_PARAM_SIZE"
+        )
+    if bits < 2048:
+        warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
+    if not b.set_dh_params(ctx, pem):
+        raise TLSConfigError("dhparam: OpenSSL refused the DH parameters")
+
+
+def _set_extended(ctx: SSL.Context, options: dict[str, Any]) -> None:
+    """npn_protocols and ticket_keys: they need the extended OpenSSL access."""
+    npn = options.get("npn_protocols")
+    if npn is not None:
+        if isinstance(npn, str | bytes) or not isinstance(npn, Sequence):
+            raise TypeError("npn_protocols: expected a list of protocol names")
+        _extended.require("npn", "npn_protocols")
+        wire = [p.encode() if isinstance(p, str) else p for p in npn]
+        _extended.set_npn_advertised(ctx._context, wire)
+        _extended.set_npn_select(ctx._context, wire)
+    keys = options.get("ticket_keys")
+    if keys is not None:
+        if not isinstance(keys, bytes | bytearray):
+            raise TypeError("ticket_keys: expected 80 bytes")
+        if len(keys) != 80:
+            raise TLSConfigError(f"ticket_keys: expected 80 bytes, got {len(keys)}")
+        _extended.require("ticket_keys", "ticket_keys")
+        _extended.set_ticket_keys(ctx._context, bytes(keys))
 
 
 def _openssl_option(setter: Any, option: str, value: object) -> None:
@@ -346,7 +436,12 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
         except SSL.Error as exc:
             raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
         for intermediate in chain[1:]:
-            ctx.add_extra_chain_cert(intermediate)
+            if _extended.features()["chain_per_cert"]:  # each key gets its own chain
+                _extended.add_chain_cert(
+                    ctx._context, crypto.X509.from_cryptography(intermediate)._x509
+                )
+            else:
+                ctx.add_extra_chain_cert(intermediate)
         certs += chain
     return certs
 

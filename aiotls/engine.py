@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from OpenSSL import SSL
 
 from . import _bindings as b
+from . import _extended
 from .ciphers import standard_name
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
@@ -47,6 +48,38 @@ def _scratch() -> Any:
     if buf is None:
         buf = _tls.buf = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _SCRATCH_SIZE)
     return buf
+
+
+# OpenSSL group names -> the curve names Node reports.
+_NODE_GROUP_NAMES = {"secp256r1": "prime256v1", "x25519": "X25519", "x448": "X448"}
+
+
+def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(tag, content start, content end) of the DER elements in data[start:end]."""
+    items = []
+    while start < end:
+        tag, length = data[start], data[start + 1]
+        start += 2
+        if length & 0x80:
+            n = length & 0x7F
+            length = int.from_bytes(data[start : start + n], "big")
+            start += n
+        items.append((tag, start, start + length))
+        start += length
+    return items
+
+
+def _session_ticket(session_der: bytes) -> bytes | None:
+    """The ticket field ([10] EXPLICIT OCTET STRING) of an OpenSSL SSL_SESSION in DER."""
+    try:
+        (_, body, end), *_ = _der_items(session_der, 0, len(session_der))
+        for tag, start, stop in _der_items(session_der, body, end):
+            if tag == 0xAA:  # context-specific, constructed, 10
+                (_, inner, inner_end), *_ = _der_items(session_der, start, stop)
+                return session_der[inner:inner_end]
+    except (IndexError, ValueError):
+        return None
+    return None
 
 
 def _is_ip(host: str) -> bool:
@@ -425,11 +458,52 @@ class TLSEngine:
         name = self._conn.get_cipher_name()
         if name is None:
             return None
+        standard = None
+        if _extended.features()["standard_cipher_name"]:
+            standard = _extended.cipher_standard_name(self._ssl)
         return {
             "name": name,
-            "standardName": standard_name(name),
+            "standardName": standard or standard_name(name),
             "version": self._conn.get_cipher_version() or "unknown",
         }
+
+    def get_ephemeral_key_info(self) -> dict[str, Any]:
+        """Node's getEphemeralKeyInfo() for the key exchange (meaningful on the client).
+
+        ``{"type": "ECDH", "name": "X25519", "size": 253}``, ``{"type": "DH", "size":
+        2048}``, ``{}`` when the exchange was not ephemeral. A post-quantum hybrid group
+        (X25519MLKEM768) has no peer key to measure, only a KEM ciphertext: it is
+        reported as ``{"type": "KEM", "name": "X25519MLKEM768"}``.
+        """
+        group = self.get_group_name()
+        info = None
+        if _extended.features()["peer_tmp_key"]:
+            info = _extended.peer_tmp_key_info(self._ssl)
+        if info is None:
+            return {"type": "KEM", "name": group} if group and "MLKEM" in group else {}
+        kind, bits = info
+        if kind == "DH":
+            return {"type": "DH", "size": bits}
+        name = _NODE_GROUP_NAMES.get((group or kind).lower(), group or kind)
+        return {"type": "ECDH", "name": name, "size": bits}
+
+    def set_max_send_fragment(self, size: int) -> bool:
+        """Cap outgoing records at ``size`` bytes (512..16384); False outside that range."""
+        _extended.require("max_send_fragment", "set_max_send_fragment")
+        return _extended.set_max_send_fragment(self._ssl, size)
+
+    @property
+    def npn_protocol(self) -> str | bool:
+        """The NPN result (Node's npnProtocol), False when none; ALPN wins when both."""
+        if not _extended.features()["npn"] or self.alpn_protocol:
+            return False
+        proto = _extended.npn_negotiated(self._ssl)
+        return proto.decode("ascii", "replace") if proto else False
+
+    def get_tls_ticket(self) -> bytes | None:
+        """The session ticket the server gave (TLS 1.2 or 1.3), None without one."""
+        session = self.get_session()
+        return None if session is None else _session_ticket(session)
 
     @property
     def alpn_protocol(self) -> str | bool:

@@ -42,7 +42,7 @@ _CLIENT = {
 # Hooks whose machinery belongs to later work; refused rather than silently ignored.
 _NOT_YET = {
     "on_ocsp_request", "on_new_session", "on_resume_session",
-    "min_dh_size", "request_ocsp", "on_ocsp_response", "on_session",
+    "request_ocsp", "on_ocsp_response", "on_session",
 }  # fmt: skip
 
 Hook = Callable[..., Any]
@@ -67,6 +67,7 @@ class ConnectionOptions:
     servername: str | None = None
     session: bytes | None = None
     check_server_identity: Hook | None = None
+    min_dh_size: int = 1024
     lookup: Hook | None = None
 
 
@@ -143,6 +144,11 @@ def split(
     ragged = conn_kwargs.get("suppress_ragged_eofs", False)
     if not isinstance(ragged, bool):
         raise TypeError("suppress_ragged_eofs: expected bool")
+    min_dh_size = conn_kwargs.get("min_dh_size", 1024)
+    if not isinstance(min_dh_size, int) or isinstance(min_dh_size, bool):
+        raise TypeError("min_dh_size: expected an int number of bits")
+    if min_dh_size <= 0:
+        raise ValueError("min_dh_size: must be positive")
     allow_reneg = conn_kwargs.get("allow_renegotiation", False)
     if not isinstance(allow_reneg, bool):
         raise TypeError("allow_renegotiation: expected bool")
@@ -169,5 +175,6 @@ def split(
             "check_server_identity", conn_kwargs.get("check_server_identity")
         ),
         lookup=_hook("lookup", conn_kwargs.get("lookup")),
+        min_dh_size=min_dh_size,
     )
     return context, opts

@@ -323,6 +323,18 @@ class TLSTransport(asyncio.Transport):
         if self._state is _State.HANDSHAKING:
             self._handshake_failed(TLSHandshakeTimeout(timeout))
 
+    def _check_dh_size(self) -> TLSError | None:
+        """A client refuses a DHE server whose prime is under min_dh_size bits (Node)."""
+        if self._options.server_side:
+            return None
+        info = self._engine.get_ephemeral_key_info()
+        if info.get("type") == "DH" and info["size"] < self._options.min_dh_size:
+            return TLSError(
+                f"DH parameter size {info['size']} is less than {self._options.min_dh_size}",
+                code="ERR_TLS_DH_PARAM_SIZE",
+            )
+        return None
+
     def _authorize(self) -> TLSError | None:
         """Node's authorized / authorizationError; the error if the peer must be refused."""
         engine, ctx = self._engine, self._engine.context
@@ -367,7 +379,7 @@ class TLSTransport(asyncio.Transport):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        refused = self._authorize()
+        refused = self._check_dh_size() or self._authorize()
         if refused is not None:
             self._handshake_failed(refused)
             return
@@ -714,11 +726,29 @@ class TLSTransport(asyncio.Transport):
         self._engine.disable_renegotiation()
 
     def get_ephemeral_key_info(self) -> dict[str, Any] | None:
-        """The key-exchange group (client side; None on the server, as in Node)."""
-        if self._options.server_side:
-            return None
-        group = self._engine.get_group_name()
-        return {"type": "ECDH", "name": group} if group else {}
+        """The key exchange's ephemeral key (client side; None on the server, as in Node)."""
+        return None if self._options.server_side else self._engine.get_ephemeral_key_info()
+
+    def set_max_send_fragment(self, size: int) -> bool:
+        """Node's setMaxSendFragment: records no larger than ``size`` (512..16384)."""
+        return self._engine.set_max_send_fragment(size)
+
+    @property
+    def npn_protocol(self) -> str | bool:
+        """The NPN result, False when none (Node's npnProtocol)."""
+        return self._engine.npn_protocol
+
+    def get_tls_ticket(self) -> bytes | None:
+        """The session ticket inside the current session (Node's getTLSTicket)."""
+        return self._engine.get_tls_ticket()
+
+    def get_x509_certificate(self) -> Any:
+        """Our certificate as a cryptography ``x509.Certificate``."""
+        return self._engine.get_x509_certificate()
+
+    def get_peer_x509_certificate(self) -> Any:
+        """The peer's certificate as a cryptography ``x509.Certificate`` (None if none)."""
+        return self._engine.get_peer_x509_certificate()
 
     def get_session(self) -> bytes | None:
         return self._engine.get_session()

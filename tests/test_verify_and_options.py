@@ -115,7 +115,14 @@ async def test_async_sni_callback_pauses_the_handshake(
         ({"request_cert": "yes"}, TypeError, "request_cert"),
         ({"alpn_protocols": "h2"}, TypeError, "alpn_protocols"),
         ({"bogus_option": 1}, TypeError, "bogus_option"),
-        ({"npn_protocols": ["h2"]}, NotImplementedError, "npn_protocols"),
+        ({"ticket_keys": b"short"}, aiotls.TLSConfigError, "ticket_keys"),
+        ({"secure_protocol": "SSLv3_method"}, aiotls.TLSConfigError, "secure_protocol"),
+        (
+            {"secure_protocol": "TLSv1_2_method", "min_version": "TLSv1.2"},
+            ValueError,
+            "conflict|combined",
+        ),
+        ({"ecdh_curve": "no-such-curve"}, aiotls.TLSConfigError, "ecdh_curve"),
     ],
 )
 def test_bad_context_options_name_the_option(options, error, names) -> None:

@@ -22,6 +22,7 @@ __all__ = [
     "error_queue",
     "ffi",
     "install_alpn_select",
+    "install_status_callback",
     "lib",
     "set_dh_params",
     "set_groups",
@@ -124,6 +125,18 @@ def alpn_select_callback(
             return int(lib.SSL_TLSEXT_ERR_OK)
         pos += 1 + len(item)
     return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+
+
+@ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]
+def status_callback(ssl: Any, arg: Any) -> int:
+    """OCSP stapling: a server staples the engine's response; a client collects it."""
+    engine = engine_of(ssl)
+    return int(lib.SSL_TLSEXT_ERR_NOACK) if engine is None else engine._on_status()
+
+
+def install_status_callback(ctx: SSL.Context) -> None:
+    """Route OpenSSL's OCSP status callback through the engine (both sides)."""
+    lib.SSL_CTX_set_tlsext_status_cb(ctx._context, status_callback)
 
 
 @ffi.callback("void(SSL *, char *)", onerror=lambda *exc: None)  # type: ignore[untyped-decorator]

@@ -130,6 +130,7 @@ class SecureContext:
         "_ctx",
         "_default_trust",
         "_options",
+        "_sessions_wired",
         "_trust_loaded",
         "ca_certs",
         "certificates",
@@ -142,6 +143,7 @@ class SecureContext:
     _options: dict[str, Any]
     _default_trust: bool
     _trust_loaded: bool
+    _sessions_wired: set[str]
     certificates: list[x509.Certificate]
     ca_certs: list[x509.Certificate]
     request_cert: bool
@@ -173,6 +175,23 @@ class SecureContext:
         if self._default_trust and not self._trust_loaded:
             self._ctx.set_default_verify_paths()
             object.__setattr__(self, "_trust_loaded", True)
+
+    def _wire_client_sessions(self) -> None:
+        """Have OpenSSL report client sessions (on_session): cache mode gains CLIENT."""
+        if "client" not in self._sessions_wired:
+            mode = self._ctx.get_session_cache_mode()
+            self._ctx.set_session_cache_mode(mode | SSL.SESS_CACHE_CLIENT)
+            self._sessions_wired.add("client")
+
+    def _wire_session_store(self) -> None:
+        """Route session lookups to the engine (on_resume_session), bypassing the cache."""
+        if "store" not in self._sessions_wired:
+            _extended.require("resume_session", "on_resume_session")
+            mode = self._ctx.get_session_cache_mode()
+            self._ctx.set_session_cache_mode(mode | SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
+            _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
+            _extended.set_get_session_cb(self._ctx._context, _lookup_session)
+            self._sessions_wired.add("store")
 
     def __repr__(self) -> str:
         subjects = [c.subject.rfc4514_string() for c in self.certificates]
@@ -239,6 +258,9 @@ def create_secure_context(**options: Any) -> SecureContext:
             ctx.set_alpn_protos(alpn_list)
     # Always: the engine answers (its list, a server's alpn callable, or no ALPN at all).
     b.install_alpn_select(ctx)
+    b.install_status_callback(ctx)
+    if _extended.features()["new_session_cb"]:
+        _extended.set_new_session_cb(ctx._context, _new_session)
 
     request_cert = _bool("request_cert", options.get("request_cert", False))
     reject = _bool("reject_unauthorized", options.get("reject_unauthorized", True))
@@ -263,12 +285,28 @@ def create_secure_context(**options: Any) -> SecureContext:
         _options=dict(options),
         _default_trust=options.get("ca") is None,
         _trust_loaded=False,
+        _sessions_wired=set(),
         certificates=certs,
         ca_certs=ca_certs,
         request_cert=request_cert,
         reject_unauthorized=reject,
     )
     return sc
+
+
+def _new_session(ssl: Any, session: Any) -> None:
+    if (engine := b.engine_of(ssl)) is not None:
+        engine._new_session(session)
+
+
+def _early_client_hello(ssl: Any) -> int:
+    engine = b.engine_of(ssl)
+    return 1 if engine is None else engine._on_early_client_hello()
+
+
+def _lookup_session(ssl: Any, session_id: bytes) -> bytes | None:
+    engine = b.engine_of(ssl)
+    return None if engine is None else engine._lookup_session(session_id)
 
 
 def _set_versions(ctx: SSL.Context, options: dict[str, Any]) -> None:

@@ -36,6 +36,8 @@ ffi, lib = b.ffi, b.lib
 
 _OP_ALLOW_CLIENT_RENEGOTIATION = 0x100  # SSL_OP_ALLOW_CLIENT_RENEGOTIATION; pyOpenSSL lacks it
 _OP_NO_RENEGOTIATION = 0x40000000
+_WANT_CLIENT_HELLO_CB = 11  # SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings
+_GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
@@ -103,18 +105,24 @@ class TLSEngine:
         "_conn",
         "_context",
         "_deferred",
+        "_hello_state",
         "_hook_state",
         "_in",
         "_out",
         "_refusal",
         "_renegotiating",
+        "_resume_data",
         "_ssl",
         "alpn_select",
         "close_notify_received",
         "close_notify_sent",
         "handshake_complete",
+        "ocsp_response",
         "on_keylog",
+        "on_new_session",
         "on_renegotiation",
+        "on_session",
+        "resume_session_id",
         "server_hostname",
         "server_side",
     )
@@ -127,8 +135,12 @@ class TLSEngine:
         server_hostname: str | None = None,
         pause_handshake: bool = False,
         allow_renegotiation: bool = False,
+        external_sessions: bool = False,
+        request_ocsp: bool = False,
         session: bytes | None = None,
         on_keylog: Callable[[bytes], object] | None = None,
+        on_new_session: Callable[[bytes, bytes], object] | None = None,
+        on_session: Callable[[bytes], object] | None = None,
     ) -> None:
         self._context = context
         self.server_side = server_side
@@ -141,6 +153,20 @@ class TLSEngine:
         self._deferred: TLSError | None = None
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
+        # The ClientHello pause, for an external session store (same states).
+        self._hello_state: str | None = "armed" if external_sessions else None
+        self.resume_session_id: bytes | None = None
+        self._resume_data: bytes | None = None
+        #: Server: the OCSP response to staple. Client: the one stapled (None if none).
+        self.ocsp_response: bytes | None = None
+        #: Server hook (session_id, session_der) for each session OpenSSL creates.
+        self.on_new_session = on_new_session
+        #: Client hook (session_der) for each session or TLS 1.3 ticket received.
+        self.on_session = on_session
+        if on_session is not None:
+            context._wire_client_sessions()
+        if external_sessions:
+            context._wire_session_store()
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
@@ -161,6 +187,8 @@ class TLSEngine:
         else:
             conn.set_connect_state()
             lib.SSL_set_post_handshake_auth(self._ssl, 1)  # TLS 1.3 servers may ask later
+            if request_ocsp:
+                lib.SSL_set_tlsext_status_type(self._ssl, lib.TLSEXT_STATUSTYPE_ocsp)
             self._configure_client(session)
 
     def _apply_server_verify(self) -> None:
@@ -197,7 +225,7 @@ class TLSEngine:
         """Feed ciphertext from the network; advances the handshake if it is running."""
         if len(data):
             lib.BIO_write(self._in, ffi.from_buffer(data), len(data))
-        if not self.handshake_complete and self._hook_state != "paused":
+        if not self.handshake_complete and not self.handshake_paused:
             self.do_handshake()
 
     def data_to_send(self) -> bytes:
@@ -280,7 +308,14 @@ class TLSEngine:
     @property
     def handshake_paused(self) -> bool:
         """True while the server handshake waits for :meth:`resume` (see pause_handshake)."""
-        return self._hook_state == "paused"
+        return self._hook_state == "paused" or self._hello_state == "paused"
+
+    @property
+    def pause_reason(self) -> str | None:
+        """Why the handshake waits: "client_hello" (session store) or "certificate"."""
+        if self._hello_state == "paused":
+            return "client_hello"
+        return "certificate" if self._hook_state == "paused" else None
 
     def do_handshake(self) -> bool:
         """Advance the handshake with what has been received; True once complete."""
@@ -290,15 +325,64 @@ class TLSEngine:
             self.handshake_complete = True
             return True
         err = lib.SSL_get_error(self._ssl, rc)
-        if err == lib.SSL_ERROR_WANT_READ or err == lib.SSL_ERROR_WANT_X509_LOOKUP:
+        if err in (lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_X509_LOOKUP, _WANT_CLIENT_HELLO_CB):
             return False
         raise self._fail(rc, err)
 
     def resume(self) -> bool:
         """Continue a paused handshake after the hooks ran; True once complete."""
-        if self._hook_state == "paused":
+        if self._hello_state == "paused":
+            self._hello_state = "done"
+        elif self._hook_state == "paused":
             self._hook_state = "done"
         return self.do_handshake()
+
+    def _on_early_client_hello(self) -> int:
+        """The ClientHello callback: pause once to look the offered session id up."""
+        if self._hello_state != "armed":
+            return 1
+        self.resume_session_id = _extended.client_hello_session_id(self._ssl)
+        if not self.resume_session_id:
+            return 1
+        self._hello_state = "paused"
+        return -1
+
+    def set_resume_data(self, session_der: bytes | None) -> None:
+        """The external store's answer for :attr:`resume_session_id` (before resume())."""
+        self._resume_data = session_der
+
+    def _lookup_session(self, session_id: bytes) -> bytes | None:
+        """OpenSSL's get-session callback: the session the store gave for this id."""
+        return self._resume_data if session_id == self.resume_session_id else None
+
+    def _new_session(self, session: Any) -> None:
+        """OpenSSL's new-session callback: hand the session to the side's hook."""
+        if self.server_side and self.on_new_session is not None:
+            self.on_new_session(_extended.session_id(session), _extended.session_der(session))
+        elif not self.server_side and self.on_session is not None:
+            self.on_session(_extended.session_der(session))
+
+    @property
+    def status_requested(self) -> bool:
+        """Server: whether the client asked for a stapled OCSP response."""
+        if not _extended.features()["max_send_fragment"]:  # no SSL_ctrl: assume it did
+            return True
+        return _extended.ssl_ctrl(self._ssl, _GET_TLSEXT_STATUS_REQ_TYPE, 0) == 1
+
+    def _on_status(self) -> int:
+        """OpenSSL's status callback: staple (server) or collect (client) the response."""
+        if self.server_side:
+            data = self.ocsp_response
+            if not data:
+                return int(lib.SSL_TLSEXT_ERR_NOACK)
+            buf = lib.OPENSSL_malloc(len(data))  # OpenSSL takes ownership
+            ffi.memmove(buf, data, len(data))
+            lib.SSL_set_tlsext_status_ocsp_resp(self._ssl, buf, len(data))
+            return int(lib.SSL_TLSEXT_ERR_OK)
+        out = ffi.new("unsigned char **")
+        n = lib.SSL_get_tlsext_status_ocsp_resp(self._ssl, out)
+        self.ocsp_response = ffi.buffer(out[0], n)[:] if n > 0 and out[0] != ffi.NULL else None
+        return 1
 
     def _on_client_hello(self) -> int:
         """The certificate callback's answer: 1 go on, -1 pause for hooks, 0 refuse."""

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context
-from .errors import TLSFeatureUnavailable
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "ConnectionOptions", "split"]
 
@@ -39,11 +38,6 @@ _CLIENT = {
     "servername", "session", "check_server_identity", "min_dh_size", "request_ocsp",
     "on_ocsp_response", "on_session", "lookup",
 }  # fmt: skip
-# Hooks whose machinery belongs to later work; refused rather than silently ignored.
-_NOT_YET = {
-    "on_ocsp_request", "on_new_session", "on_resume_session",
-    "request_ocsp", "on_ocsp_response", "on_session",
-}  # fmt: skip
 
 Hook = Callable[..., Any]
 
@@ -63,11 +57,17 @@ class ConnectionOptions:
     alpn_callback: Hook | None = None
     on_secure_connection: Hook | None = None
     on_tls_client_error: Hook | None = None
+    on_ocsp_request: Hook | None = None
+    on_new_session: Hook | None = None
+    on_resume_session: Hook | None = None
     # client
     servername: str | None = None
     session: bytes | None = None
     check_server_identity: Hook | None = None
     min_dh_size: int = 1024
+    request_ocsp: bool = False
+    on_ocsp_response: Hook | None = None
+    on_session: Hook | None = None
     lookup: Hook | None = None
 
 
@@ -77,6 +77,12 @@ def _timeout(name: str, value: object) -> float:
     if value < 0 or math.isnan(value):
         raise ValueError(f"{name}: must be >= 0 seconds, got {value!r}")
     return float(value)
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected bool, got {type(value).__name__}")
+    return value
 
 
 def _hook(name: str, value: object) -> Hook | None:
@@ -120,12 +126,6 @@ def split(
     if unknown:
         side = "server" if server_side else "client"
         raise TypeError(f"unknown {side} option(s): {', '.join(sorted(unknown))}")
-    for name in _NOT_YET & set(conn_kwargs):
-        if conn_kwargs[name] not in (None, False):
-            raise TLSFeatureUnavailable(
-                f"{name}: not implemented yet in this version of aiotls",
-                code="ERR_TLS_FEATURE_UNAVAILABLE",
-            )
     alpn_callback = None
     if callable(ctx_kwargs.get("alpn_protocols")):
         if not server_side:
@@ -176,5 +176,11 @@ def split(
         ),
         lookup=_hook("lookup", conn_kwargs.get("lookup")),
         min_dh_size=min_dh_size,
+        on_ocsp_request=_hook("on_ocsp_request", conn_kwargs.get("on_ocsp_request")),
+        on_new_session=_hook("on_new_session", conn_kwargs.get("on_new_session")),
+        on_resume_session=_hook("on_resume_session", conn_kwargs.get("on_resume_session")),
+        request_ocsp=_flag("request_ocsp", conn_kwargs.get("request_ocsp", False)),
+        on_ocsp_response=_hook("on_ocsp_response", conn_kwargs.get("on_ocsp_response")),
+        on_session=_hook("on_session", conn_kwargs.get("on_session")),
     )
     return context, opts

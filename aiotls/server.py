@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from . import _extended
 from . import options as _options
 from .context import SecureContext, create_secure_context
 from .streams import StreamProtocol
@@ -146,6 +147,21 @@ class Server:
                 if pattern.match(servername):
                     return context
         return None
+
+    def get_ticket_keys(self) -> bytes:
+        """The 80-byte session ticket keys (16-byte name, 32 HMAC, 32 AES) in use."""
+        _extended.require("ticket_keys", "get_ticket_keys")
+        return _extended.get_ticket_keys(self._context._ctx._context)
+
+    def set_ticket_keys(self, keys: bytes) -> None:
+        """Rotate the ticket keys (80 bytes, OpenSSL's layout); tickets under other keys
+        then get a full handshake. A bad length raises ValueError and keeps the old keys."""
+        if not isinstance(keys, bytes | bytearray):
+            raise TypeError("set_ticket_keys: expected 80 bytes")
+        if len(keys) != 80:
+            raise ValueError(f"set_ticket_keys: expected 80 bytes, got {len(keys)}")
+        _extended.require("ticket_keys", "set_ticket_keys")
+        _extended.set_ticket_keys(self._context._ctx._context, bytes(keys))
 
     @property
     def context(self) -> SecureContext:

@@ -73,6 +73,11 @@ def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: 
         task.add_done_callback(_log_hook_failure)
 
 
+async def _maybe_await(value: Any) -> Any:
+    """The value, or what it resolves to when a hook returned an awaitable."""
+    return await value if inspect.isawaitable(value) else value
+
+
 def _log_hook_failure(task: asyncio.Future[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("aiotls hook failed", exc_info=task.exception())
@@ -146,8 +151,12 @@ class TLSTransport(asyncio.Transport):
             context,
             server_side=options.server_side,
             server_hostname=options.servername,
-            pause_handshake=options.sni_callback is not None,
+            pause_handshake=options.sni_callback is not None or options.on_ocsp_request is not None,
             allow_renegotiation=options.allow_renegotiation,
+            external_sessions=options.on_resume_session is not None,
+            request_ocsp=options.request_ocsp,
+            on_new_session=self._hook_caller(options.on_new_session),
+            on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
         )
@@ -271,26 +280,73 @@ class TLSTransport(asyncio.Transport):
         elif engine.handshake_complete:
             self._handshake_done()
 
+    def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., None] | None:
+        """Wrap a user hook that OpenSSL's callbacks fire: plain or async, never raising."""
+        if hook is None:
+            return None
+        return lambda *args: call_hook(self._loop, hook, *args)
+
     async def _run_hooks(self) -> None:
-        """Await the server's handshake hooks while the handshake is paused (SNI)."""
-        engine, sni = self._engine, self._options.sni_callback
+        """Await the server's handshake hooks while the handshake is paused.
+
+        At the ClientHello: on_resume_session (external session store). After it,
+        at certificate selection: sni_callback, then on_ocsp_request.
+        """
+        engine = self._engine
         try:
-            if sni is not None:
-                ctx = sni(engine.servername)
-                if inspect.isawaitable(ctx):
-                    ctx = await ctx
-                if ctx is not None:
-                    if not isinstance(ctx, SecureContext):
-                        raise TypeError(f"sni_callback returned {type(ctx).__name__}")
-                    engine.set_context(ctx)
-        except Exception as exc:
-            err = TLSError(f"Invalid SNI context: {exc}", code="ERR_TLS_SNI_FROM_SERVER")
-            self._handshake_failed(err)
+            if engine.pause_reason == "client_hello":
+                await self._ask_session_store()
+            else:
+                await self._choose_context()
+                await self._staple_ocsp()
+        except TLSError as exc:
+            self._handshake_failed(exc)
             return
         finally:
             self._hook_task = None
         if self._state is _State.HANDSHAKING:
             self._step_handshake(engine.resume)
+
+    async def _ask_session_store(self) -> None:
+        engine, hook = self._engine, self._options.on_resume_session
+        assert hook is not None and engine.resume_session_id is not None
+        try:
+            data = await _maybe_await(hook(engine.resume_session_id))
+        except Exception as exc:
+            raise TLSError(f"on_resume_session failed: {exc!r}", code="ERR_TLS_HOOK") from exc
+        # Anything but bytes (None, junk) means a full handshake, never a crash.
+        engine.set_resume_data(bytes(data) if isinstance(data, bytes | bytearray) else None)
+
+    async def _choose_context(self) -> None:
+        engine, sni = self._engine, self._options.sni_callback
+        if sni is None:
+            return
+        try:
+            ctx = await _maybe_await(sni(engine.servername))
+            if ctx is not None and not isinstance(ctx, SecureContext):
+                raise TypeError(f"sni_callback returned {type(ctx).__name__}")
+        except Exception as exc:
+            raise TLSError(f"Invalid SNI context: {exc}", code="ERR_TLS_SNI_FROM_SERVER") from exc
+        if ctx is not None:
+            engine.set_context(ctx)
+
+    async def _staple_ocsp(self) -> None:
+        engine, hook = self._engine, self._options.on_ocsp_request
+        if hook is None or not engine.status_requested:
+            return
+        cert = engine.get_x509_certificate()
+        ctx = engine.context
+        issuer = next(
+            (c for c in ctx.certificates + ctx.ca_certs if cert and c.subject == cert.issuer),
+            None,
+        )
+        try:
+            response = await _maybe_await(hook(cert, issuer))
+            if response is not None and not isinstance(response, bytes | bytearray):
+                raise TypeError(f"on_ocsp_request returned {type(response).__name__}")
+        except Exception as exc:
+            raise TLSError(f"on_ocsp_request failed: {exc!r}", code="ERR_TLS_HOOK") from exc
+        engine.ocsp_response = bytes(response) if response else None
 
     def _count_renegotiation(self) -> TLSError | None:
         """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt."""
@@ -376,13 +432,35 @@ class TLSTransport(asyncio.Transport):
         return error if reject else None
 
     def _handshake_done(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         refused = self._check_dh_size() or self._authorize()
         if refused is not None:
             self._handshake_failed(refused)
             return
+        hook = self._options.on_ocsp_response
+        if self._options.request_ocsp and hook is not None:
+            # Called before the connection is reported established; it may be async.
+            self._hook_task = self._loop.create_task(self._report_ocsp(hook))
+            return
+        self._establish()
+
+    async def _report_ocsp(self, hook: Callable[..., Any]) -> None:
+        try:
+            await _maybe_await(hook(self._engine.ocsp_response))
+        except Exception as exc:
+            self._handshake_failed(
+                TLSError(f"on_ocsp_response failed: {exc!r}", code="ERR_TLS_HOOK")
+            )
+            return
+        finally:
+            self._hook_task = None
+        if self._state is _State.HANDSHAKING:
+            self._establish()
+
+    def _establish(self) -> None:
+        """The handshake succeeded and the hooks agreed: hand over to the application."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._state = _State.OPEN
         self._app_connected = True
         if self._connect_app:

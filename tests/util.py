@@ -14,11 +14,13 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Echo until EOF, then close."""
+    """Echo until EOF, then close (a peer's abrupt end is not this helper's business)."""
     try:
         while data := await reader.read(65536):
             writer.write(data)
             await writer.drain()
+    except (aiotls.TLSError, ConnectionError):
+        pass
     finally:
         writer.close()
 

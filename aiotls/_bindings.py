@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PARTIAL_WRITE_MODE",
+    "add_session_cache_mode",
     "engine_of",
     "error_queue",
     "ffi",
@@ -69,6 +70,12 @@ def set_dh_params(ctx: SSL.Context, pem: bytes) -> bool:
     finally:
         lib.DH_free(dh)
         error_queue()
+
+
+def add_session_cache_mode(ctx: SSL.Context, bits: int) -> None:
+    """Add SSL_SESS_CACHE_* bits, also on a context already in use (pyOpenSSL refuses)."""
+    mode = lib.SSL_CTX_get_session_cache_mode(ctx._context)
+    lib.SSL_CTX_set_session_cache_mode(ctx._context, mode | bits)
 
 
 def install_alpn_select(ctx: SSL.Context) -> None:

@@ -179,16 +179,14 @@ class SecureContext:
     def _wire_client_sessions(self) -> None:
         """Have OpenSSL report client sessions (on_session): cache mode gains CLIENT."""
         if "client" not in self._sessions_wired:
-            mode = self._ctx.get_session_cache_mode()
-            self._ctx.set_session_cache_mode(mode | SSL.SESS_CACHE_CLIENT)
+            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_CLIENT)
             self._sessions_wired.add("client")
 
     def _wire_session_store(self) -> None:
         """Route session lookups to the engine (on_resume_session), bypassing the cache."""
         if "store" not in self._sessions_wired:
             _extended.require("resume_session", "on_resume_session")
-            mode = self._ctx.get_session_cache_mode()
-            self._ctx.set_session_cache_mode(mode | SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
+            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
             _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
             _extended.set_get_session_cb(self._ctx._context, _lookup_session)
             self._sessions_wired.add("store")

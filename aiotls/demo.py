@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from . import pki
+from . import ocsp, pki
 from .client import open_connection
 from .context import create_secure_context
 from .server import start_server
@@ -54,6 +54,7 @@ class DemoResult:
     authorized: bool
     bytes_echoed: int
     handshake_ms: float
+    tour: dict[str, str]
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict of every field, plus ``"ok": True``."""
@@ -120,6 +121,72 @@ def _peer_identity(tls: Any) -> tuple[str, str, str]:
 def _x509_name_text(name: x509.Name) -> str:
     """A certificate name in the same ``O=..., CN=...`` form (certificate order)."""
     return ", ".join(f"{attr.rfc4514_attribute_name}={attr.value!s}" for attr in name)
+
+
+async def _tour(ca: pki.CA) -> dict[str, str]:
+    """The hooks asyncio's ssl lacks, each shown on a real handshake over loopback:
+    SNI choosing a certificate, an OCSP staple, a resumed session, and a session
+    resumed on a second server through a shared store."""
+    key_pem, chain_pem = ca.issue([SERVERNAME, HOST])
+    api_key, api_chain = ca.issue(["api.example.test"])
+    store: dict[bytes, bytes] = {}
+    staples: list[bytes | None] = []
+
+    def staple(cert: x509.Certificate, issuer: x509.Certificate | None) -> bytes:
+        return ca.ocsp_response(cert)
+
+    async def lookup(session_id: bytes) -> bytes | None:
+        await asyncio.sleep(0)  # any awaitable store (Redis, a database...) fits here
+        return store.get(session_id)
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ok\n")
+        writer.close()
+
+    async def connect(server: Any, name: str, **kw: Any) -> dict[str, Any]:
+        reader, writer = await open_connection(
+            HOST, server.address()["port"], ca=ca.cert_pem, servername=name, **kw
+        )
+        await reader.readline()
+        tls = writer.get_extra_info("tls")
+        seen = {
+            "san": tls.get_peer_certificate()["subjectaltname"],
+            "cert": tls.get_peer_x509_certificate(),
+            "session": tls.get_session(),
+            "reused": tls.session_reused,
+        }
+        writer.close()
+        await writer.wait_closed()
+        return seen
+
+    # Tickets off: TLS 1.2 session ids, the kind an external store can share.
+    ctx = create_secure_context(key=key_pem, cert=chain_pem, secure_options=0x4000)
+    tls12 = {"max_version": "TLSv1.2"}
+    first = await start_server(
+        greet, HOST, 0, context=ctx, on_ocsp_request=staple, on_new_session=store.__setitem__
+    )
+    second = await start_server(greet, HOST, 0, context=ctx, on_resume_session=lookup)
+    first.add_context("*.example.test", {"key": api_key, "cert": api_chain})
+    tour: dict[str, str] = {}
+    try:
+        api = await connect(first, "api.example.test")
+        tour["cert by SNI"] = f"api.example.test got the certificate for {api['san']}"
+        full = await connect(
+            first, SERVERNAME, request_ocsp=True, on_ocsp_response=staples.append, **tls12
+        )
+        status = ocsp.verify(staples[0] or b"", full["cert"], ca.cert).status
+        tour["OCSP staple"] = f"{len(staples[0] or b'')} bytes, signed by the CA, says {status}"
+        again = await connect(first, SERVERNAME, session=full["session"], **tls12)
+        tour["resumed"] = "yes, on the same server" if again["reused"] else "no"
+        other = await connect(second, SERVERNAME, session=full["session"], **tls12)
+        tour["shared store"] = (
+            "yes, a second server resumed it via on_resume_session" if other["reused"] else "no"
+        )
+    finally:
+        for server in (first, second):
+            server.close()
+            await server.wait_closed()
+    return tour
 
 
 async def run_demo(tls_version: str | None = None, message: bytes = MESSAGE) -> DemoResult:
@@ -206,6 +273,7 @@ async def run_demo(tls_version: str | None = None, message: bytes = MESSAGE) -> 
                 authorized=bool(tls.authorized),
                 bytes_echoed=len(echoed),
                 handshake_ms=round(handshake_ms, 3),
+                tour=await _tour(ca),
             )
         finally:
             writer.close()
@@ -242,6 +310,7 @@ def format_table(result: DemoResult) -> str:
         ("authorized", "yes (chain and host name verified)" if result.authorized else "NO"),
         ("echo", f"{result.bytes_echoed} bytes sent and received back intact"),
         ("handshake", f"{result.handshake_ms:.1f} ms (TCP connect + TLS handshake)"),
+        *result.tour.items(),
     ]
     width = max(len(label) for label, _ in rows)
     lines = ["aiotls demo: TLS echo over loopback with an ephemeral CA", ""]

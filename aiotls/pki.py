@@ -22,6 +22,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 __all__ = ["CA", "KeyType", "make_ca"]
@@ -139,6 +140,23 @@ class CA:
             )
         cert = builder.sign(self._key, hashes.SHA256())
         return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
+
+    def ocsp_response(self, cert: x509.Certificate, *, revoked: bool = False) -> bytes:
+        """A DER OCSP response for ``cert``, signed by this CA, valid for an hour."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = ocsp.OCSPResponseBuilder().add_response(
+            cert=cert,
+            issuer=self.cert,
+            algorithm=hashes.SHA1(),
+            cert_status=ocsp.OCSPCertStatus.REVOKED if revoked else ocsp.OCSPCertStatus.GOOD,
+            this_update=now - datetime.timedelta(minutes=1),
+            next_update=now + datetime.timedelta(hours=1),
+            revocation_time=now - datetime.timedelta(minutes=1) if revoked else None,
+            revocation_reason=None,
+        )
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, self.cert)
+        response = builder.sign(self._key, hashes.SHA256())  # demo CAs are EC or RSA
+        return response.public_bytes(serialization.Encoding.DER)
 
     def __repr__(self) -> str:
         return f"<CA {self.name!r}>"

@@ -81,6 +81,9 @@ def test_demo_table() -> None:
     assert rows["authorized"].startswith("yes")
     assert re.fullmatch(r"\d+ bytes sent and received back intact", rows["echo"])
     assert re.match(r"\d+\.\d ms", rows["handshake"])
+    assert rows["cert by SNI"].endswith("DNS:api.example.test")
+    assert rows["OCSP staple"].endswith("says good")
+    assert rows["resumed"].startswith("yes") and rows["shared store"].startswith("yes")
     assert proc.stderr == ""
     # aligned: every value starts in the same column
     starts = {line.index(rows[label], len(label)) for line in proc.stdout.splitlines()

@@ -265,3 +265,24 @@ async def test_aiotls_client_resumes_with_node_server(server_files, ca_pem) -> N
         assert resumed.session_reused
         await peer.wait_for_output(r'^(\{"reused":true\})$')
         await peer.kill()
+
+
+@needs_extended
+async def test_session_hooks_on_contexts_already_in_use(server_ctx, client_ctx) -> None:
+    """Hooks wire OpenSSL callbacks into a shared context that has served connections."""
+    async with tls_server(echo, server_ctx) as (_, port):
+        await _connect_ctx(port, client_ctx)  # both contexts are now "used"
+    async with tls_server(echo, server_ctx, on_resume_session=lambda sid: None) as (_, port):
+        sessions: list[bytes] = []
+        await _connect_ctx(port, client_ctx, on_session=sessions.append)
+        assert sessions
+
+
+async def _connect_ctx(port: int, ctx: aiotls.SecureContext, **kw: object) -> None:
+    reader, writer = await aiotls.open_connection(
+        HOST, port, context=ctx, servername="localhost", **kw
+    )
+    writer.write(b"x\n")
+    await reader.readuntil(b"\n")
+    await asyncio.sleep(0.02)
+    writer.close()

@@ -55,21 +55,21 @@ def set_groups(ctx: SSL.Context, groups: str) -> bool:
     return ok
 
 
-def set_dh_params(ctx: SSL.Context, pem: bytes) -> bool:
-    """Install PEM DH parameters (enables DHE suites on a server)."""
+def set_dh_params(ctx: SSL.Context, pem: bytes) -> str | None:
+    """Install PEM DH parameters (enables DHE suites); OpenSSL's reason if refused."""
     bio = lib.BIO_new_mem_buf(pem, len(pem))
     try:
         dh = lib.PEM_read_bio_DHparams(bio, ffi.NULL, ffi.NULL, ffi.NULL)
     finally:
         lib.BIO_free(bio)
     if dh == ffi.NULL:
-        error_queue()
-        return False
+        return "; ".join(error_queue()) or "not DH parameters"
     try:
-        return bool(lib.SSL_CTX_set_tmp_dh(ctx._context, dh) == 1)
+        ok = lib.SSL_CTX_set_tmp_dh(ctx._context, dh) == 1
     finally:
         lib.DH_free(dh)
-        error_queue()
+    reasons = error_queue()
+    return None if ok else "; ".join(reasons) or "refused"
 
 
 def add_session_cache_mode(ctx: SSL.Context, bits: int) -> None:

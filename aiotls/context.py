@@ -17,12 +17,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh
 from cryptography.hazmat.primitives.serialization import pkcs12
 from OpenSSL import SSL, crypto
 
 from . import _bindings as b
-from . import _extended
+from . import _der, _extended
 from .ciphers import DEFAULT_CIPHERS
 from .errors import TLSConfigError
 
@@ -173,7 +172,14 @@ class SecureContext:
         server context never needs it.
         """
         if self._default_trust and not self._trust_loaded:
-            self._ctx.set_default_verify_paths()
+            ctx = self._ctx
+            # pyOpenSSL refuses changes once a connection exists (a context first used
+            # by a server); adding trust anchors is safe in OpenSSL, so lift the guard.
+            used, ctx._used = ctx._used, False
+            try:
+                ctx.set_default_verify_paths()
+            finally:
+                ctx._used = used
             object.__setattr__(self, "_trust_loaded", True)
 
     def _wire_client_sessions(self) -> None:
@@ -221,7 +227,9 @@ def create_secure_context(**options: Any) -> SecureContext:
     certs = _load_identity(ctx, options)
     ca_certs = _load_trust(ctx, options)
 
-    _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", DEFAULT_CIPHERS))
+    # Like Node, no DHE without dhparam: OpenSSL would otherwise pick RFC 7919 groups.
+    default_ciphers = DEFAULT_CIPHERS if options.get("dhparam") else DEFAULT_CIPHERS + ":!kDHE"
+    _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", default_ciphers))
     if options.get("ciphersuites") is not None:
         _openssl_option(ctx.set_tls13_ciphersuites, "ciphersuites", options["ciphersuites"])
     if _bool("honor_cipher_order", options.get("honor_cipher_order", True)):
@@ -343,7 +351,7 @@ def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
     if curve is not None:
         if not isinstance(curve, str):
             raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
-        if curve != "auto" and not b.set_groups(ctx, curve):
+        if not curve or (curve != "auto" and not b.set_groups(ctx, curve)):
             raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
     dhparam = options.get("dhparam")
     if dhparam is None:
@@ -351,21 +359,24 @@ def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
     pem = dhparam.encode() if isinstance(dhparam, str) else dhparam
     if not isinstance(pem, bytes):
         raise TypeError("dhparam: expected PEM str or bytes")
-    try:
-        params = serialization.load_pem_parameters(pem)
-    except ValueError as exc:
+    try:  # DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, ... }
+        der = _der.pem_body(pem)
+        (_, body, end), *_ = _der.items(der)
+        (tag, start, stop), *_ = _der.items(der, body, end)
+        if tag != 0x02:
+            raise ValueError("no prime")
+        bits = int.from_bytes(der[start:stop], "big").bit_length()
+    except (ValueError, IndexError) as exc:
         raise TLSConfigError(f"dhparam: cannot parse DH parameters: {exc}") from None
-    if not isinstance(params, dh.DHParameters):
-        raise TLSConfigError("dhparam: not DH parameters")
-    bits = params.parameter_numbers().p.bit_length()
     if bits < 1024:
         raise TLSConfigError(
             f"dhparam: DH parameter is {bits} bits, less than 1024", code="ERR_TLS_DH_PARAM_SIZE"
         )
     if bits < 2048:
         warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
-    if not b.set_dh_params(ctx, pem):
-        raise TLSConfigError("dhparam: OpenSSL refused the DH parameters")
+    problem = b.set_dh_params(ctx, pem)
+    if problem is not None:
+        raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
 
 def _set_extended(ctx: SSL.Context, options: dict[str, Any]) -> None:

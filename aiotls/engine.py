@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from OpenSSL import SSL
 
 from . import _bindings as b
-from . import _extended
+from . import _der, _extended
 from .ciphers import standard_name
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
@@ -56,28 +56,13 @@ def _scratch() -> Any:
 _NODE_GROUP_NAMES = {"secp256r1": "prime256v1", "x25519": "X25519", "x448": "X448"}
 
 
-def _der_items(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    """(tag, content start, content end) of the DER elements in data[start:end]."""
-    items = []
-    while start < end:
-        tag, length = data[start], data[start + 1]
-        start += 2
-        if length & 0x80:
-            n = length & 0x7F
-            length = int.from_bytes(data[start : start + n], "big")
-            start += n
-        items.append((tag, start, start + length))
-        start += length
-    return items
-
-
 def _session_ticket(session_der: bytes) -> bytes | None:
     """The ticket field ([10] EXPLICIT OCTET STRING) of an OpenSSL SSL_SESSION in DER."""
     try:
-        (_, body, end), *_ = _der_items(session_der, 0, len(session_der))
-        for tag, start, stop in _der_items(session_der, body, end):
+        (_, body, end), *_ = _der.items(session_der)
+        for tag, start, stop in _der.items(session_der, body, end):
             if tag == 0xAA:  # context-specific, constructed, 10
-                (_, inner, inner_end), *_ = _der_items(session_der, start, stop)
+                (_, inner, inner_end), *_ = _der.items(session_der, start, stop)
                 return session_der[inner:inner_end]
     except (IndexError, ValueError):
         return None
@@ -171,6 +156,8 @@ class TLSEngine:
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
         self._renegotiating: bytes | None = None  # the peer's Finished when it started
+        if not server_side:
+            context._load_default_trust()  # before the context is "used" (pyOpenSSL)
         conn = SSL.Connection(context._ctx, None)
         conn.set_app_data(self)
         self._conn = conn
@@ -204,10 +191,9 @@ class TLSEngine:
             lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_NONE, ffi.NULL)
 
     def _configure_client(self, session: bytes | None) -> None:
-        ctx = self._context
-        ctx._load_default_trust()
-        callback = ffi.NULL if ctx.reject_unauthorized else b.verify_accept_all
-        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, callback)
+        # Like Node: the chain is checked in full and judged after the handshake
+        # (authorized / authorization_error), so the codes match Node's.
+        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, b.verify_accept_all)
         name = self.server_hostname
         if name and not _is_ip(name):
             lib.SSL_set_tlsext_host_name(self._ssl, name.encode("idna"))

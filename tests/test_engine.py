@@ -114,23 +114,47 @@ def _leaf(cert: trustme.LeafCert):
     return x509.load_pem_x509_certificate(cert.cert_chain_pems[0].bytes())
 
 
-def test_verify_failure_sends_alert_and_names_error(contexts) -> None:
+def test_client_reads_the_verify_result_after_the_handshake(contexts) -> None:
+    """Like Node, a client completes the handshake and judges the chain afterwards."""
     server_ctx, _ = contexts
     strict = aiotls.create_secure_context(ca=trustme.CA().cert_pem.bytes())
     client = TLSEngine(strict, server_hostname="localhost")
     server = TLSEngine(server_ctx, server_side=True)
     client.do_handshake()
+    pump(client, server)
+    assert client.handshake_complete
+    assert client.verify_error == "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
+
+
+def test_refused_client_certificate_sends_alert_and_names_error(
+    server_key_pem: str, server_chain_pem: str, ca_pem: str
+) -> None:
+    """A server that requires a certificate refuses in the handshake, with an alert."""
+    server_ctx = aiotls.create_secure_context(
+        key=server_key_pem, cert=server_chain_pem, ca=ca_pem, request_cert=True,
+        max_version="TLSv1.2",
+    )  # fmt: skip
+    stranger = trustme.CA().issue_cert("stranger")
+    client_ctx = aiotls.create_secure_context(
+        ca=ca_pem,
+        key=stranger.private_key_pem.bytes(),
+        cert=stranger.cert_chain_pems[0].bytes(),
+    )
+    client = TLSEngine(client_ctx, server_hostname="localhost")
+    server = TLSEngine(server_ctx, server_side=True)
+    client.do_handshake()
     server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
     with pytest.raises(aiotls.TLSCertificateError) as info:
-        client.receive_data(server.data_to_send())
+        server.receive_data(client.data_to_send())
     assert info.value.code in {
         "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
         "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
     }
-    alert = client.data_to_send()
+    alert = server.data_to_send()
     assert alert and alert[0] == 21  # the fatal alert is there to be flushed
     with pytest.raises(TLSError):
-        server.receive_data(alert)
+        client.receive_data(alert)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +242,9 @@ def test_unclean_end_keeps_tls12_session_only_when_released(
     import gc
 
     server_ctx = aiotls.create_secure_context(
-        key=server_key_pem, cert=server_chain_pem, secure_options=0x4000  # no tickets
+        key=server_key_pem,
+        cert=server_chain_pem,
+        secure_options=0x4000,  # no tickets
     )
     client_ctx = aiotls.create_secure_context(ca=ca_pem, max_version="TLSv1.2")
     client, server = connect(server_ctx, client_ctx)

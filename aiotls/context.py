@@ -182,9 +182,14 @@ class SecureContext:
                 ctx._used = used
             object.__setattr__(self, "_trust_loaded", True)
 
-    def _wire_client_sessions(self) -> None:
-        """Have OpenSSL report client sessions (on_session): cache mode gains CLIENT."""
-        if "client" not in self._sessions_wired:
+    def _wire_new_sessions(self, client: bool) -> None:
+        """Have OpenSSL report new sessions (on_new_session / on_session); only then, as
+        the callback costs a Python call per session, two per TLS 1.3 handshake."""
+        if "new" not in self._sessions_wired:
+            _extended.require("new_session_cb", "on_session / on_new_session")
+            _extended.set_new_session_cb(self._ctx._context, _new_session)
+            self._sessions_wired.add("new")
+        if client and "client" not in self._sessions_wired:
             b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_CLIENT)
             self._sessions_wired.add("client")
 
@@ -265,8 +270,6 @@ def create_secure_context(**options: Any) -> SecureContext:
     # Always: the engine answers (its list, a server's alpn callable, or no ALPN at all).
     b.install_alpn_select(ctx)
     b.install_status_callback(ctx)
-    if _extended.features()["new_session_cb"]:
-        _extended.set_new_session_cb(ctx._context, _new_session)
 
     request_cert = _bool("request_cert", options.get("request_cert", False))
     reject = _bool("reject_unauthorized", options.get("reject_unauthorized", True))

@@ -148,8 +148,8 @@ class TLSEngine:
         self.on_new_session = on_new_session
         #: Client hook (session_der) for each session or TLS 1.3 ticket received.
         self.on_session = on_session
-        if on_session is not None:
-            context._wire_client_sessions()
+        if on_session is not None or on_new_session is not None:
+            context._wire_new_sessions(client=on_session is not None)
         if external_sessions:
             context._wire_session_store()
         #: Asked at each client renegotiation (server side); False refuses it.

@@ -93,19 +93,20 @@ class _State(enum.Enum):
 class _RawProtocol(asyncio.BufferedProtocol):
     """The protocol on the socket transport: hands every event to its TLSTransport."""
 
-    __slots__ = ("_tls",)
+    __slots__ = ("_buf", "_tls")
 
     def __init__(self, tls: TLSTransport) -> None:
         self._tls = tls
+        self._buf = _recv_buffer()  # the thread's shared buffer: a reference, not a copy
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tls._raw_connection_made(transport)  # type: ignore[arg-type]
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return _recv_buffer()
+        return self._buf
 
     def buffer_updated(self, nbytes: int) -> None:
-        self._tls._raw_received(_recv_buffer()[:nbytes])
+        self._tls._raw_received(self._buf[:nbytes])
 
     def data_received(self, data: bytes) -> None:  # when stacked on a non-buffered transport
         self._tls._raw_received(data)
@@ -125,6 +126,34 @@ class _RawProtocol(asyncio.BufferedProtocol):
 
 class TLSTransport(asyncio.Transport):
     """The application's side of a TLS connection, with Node's TLSSocket getters."""
+
+    __slots__ = (
+        "_app",
+        "_app_buffered",
+        "_app_connected",
+        "_check_host",
+        "_close_exc",
+        "_connect_app",
+        "_engine",
+        "_eof_sent",
+        "_hook_task",
+        "_loop",
+        "_on_lost",
+        "_options",
+        "_peer_closed",
+        "_raw",
+        "_reading_paused",
+        "_reneg_waiter",
+        "_renegotiations",
+        "_state",
+        "_timer",
+        "_verify_override",
+        "_waiter",
+        "_writing_paused",
+        "authorization_error",
+        "authorized",
+        "raw_protocol",
+    )
 
     def __init__(
         self,
@@ -164,7 +193,7 @@ class TLSTransport(asyncio.Transport):
             self._engine.alpn_select = self._alpn_select
         if options.allow_renegotiation:
             self._engine.on_renegotiation = self._count_renegotiation
-        self._renegotiations: list[float] = []
+        self._renegotiations: list[float] | None = None  # times of client renegotiations
         self._verify_override: tuple[bool, bool] | None = None  # set by renegotiate()
         self._reneg_waiter: asyncio.Future[None] | None = None
         self._app: asyncio.BaseProtocol = app_protocol
@@ -273,12 +302,16 @@ class TLSTransport(asyncio.Transport):
             self._flush()  # the fatal alert OpenSSL produced goes out first
             self._handshake_failed(exc)
             return
-        self._flush()
-        if engine.handshake_paused:
-            if self._hook_task is None:
-                self._hook_task = self._loop.create_task(self._run_hooks())
-        elif engine.handshake_complete:
+        if engine.handshake_complete and not engine.handshake_paused:
+            # The last flight (a client's Finished, a server's tickets) waits until the
+            # end of this loop iteration, so that the application's first write, if
+            # any, leaves in the same segment: one socket write fewer per connection.
+            self._loop.call_soon(self._flush)
             self._handshake_done()
+            return
+        self._flush()
+        if engine.handshake_paused and self._hook_task is None:
+            self._hook_task = self._loop.create_task(self._run_hooks())
 
     def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., None] | None:
         """Wrap a user hook that OpenSSL's callbacks fire: plain or async, never raising."""
@@ -354,7 +387,8 @@ class TLSTransport(asyncio.Transport):
 
         now = time.monotonic()
         window = aiotls.CLIENT_RENEG_WINDOW
-        self._renegotiations = [t for t in self._renegotiations if now - t < window] + [now]
+        recent = [t for t in self._renegotiations or () if now - t < window]
+        self._renegotiations = [*recent, now]
         if len(self._renegotiations) > aiotls.CLIENT_RENEG_LIMIT:
             return TLSError(
                 "TLS session renegotiation attack detected", code="ERR_TLS_SESSION_ATTACK"

@@ -56,9 +56,11 @@ async def test_renegotiation_limit_is_a_session_attack(server_ctx, ca_pem, monke
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await echo(reader, writer)
+            while data := await reader.read(65536):
+                writer.write(data)
         except aiotls.TLSError as exc:
             errors.append(exc)
+        writer.close()
 
     async with tls_server(handler, server_ctx, allow_renegotiation=True) as (_, port):
         reader, writer = await aiotls.open_connection(
@@ -83,9 +85,11 @@ async def test_disable_renegotiation_on_the_server(server_ctx, ca_pem) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.disable_renegotiation()  # type: ignore[attr-defined]
         try:
-            await echo(reader, writer)
+            while data := await reader.read(65536):
+                writer.write(data)
         except aiotls.TLSError as exc:
             errors.append(exc)
+        writer.close()
 
     async with tls_server(handler, server_ctx, allow_renegotiation=True) as (_, port):
         reader, writer = await aiotls.open_connection(

@@ -201,11 +201,11 @@ async def test_ticket_key_rotation_like_node_test_tls_ticket(server_ctx, ca_pem,
 
 @pytest.mark.timeout(30)
 async def test_session_timeout(server_key_pem, server_chain_pem, ca_pem) -> None:
-    ctx = _server_ctx(server_key_pem, server_chain_pem, session_timeout=1)
+    ctx = _server_ctx(server_key_pem, server_chain_pem, session_timeout=3)  # whole seconds
     async with tls_server(echo, ctx) as (_, port):
         session = (await _connect(port, ca_pem)).get_session()
         assert (await _connect(port, ca_pem, session=session)).session_reused
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(4.5)
         assert not (await _connect(port, ca_pem, session=session)).session_reused
 
 

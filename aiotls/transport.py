@@ -306,8 +306,8 @@ class TLSTransport(asyncio.Transport):
             # The last flight (a client's Finished, a server's tickets) waits until the
             # end of this loop iteration, so that the application's first write, if
             # any, leaves in the same segment: one socket write fewer per connection.
+            self._handshake_done()  # the application's first step is scheduled first
             self._loop.call_soon(self._flush)
-            self._handshake_done()
             return
         self._flush()
         if engine.handshake_paused and self._hook_task is None:
@@ -505,7 +505,7 @@ class TLSTransport(asyncio.Transport):
             self._waiter.set_result(None)
         if self._options.on_secure_connection is not None:
             call_hook(self._loop, self._options.on_secure_connection, self)
-        self._deliver()
+        self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if self._state is not _State.HANDSHAKING:
@@ -530,7 +530,7 @@ class TLSTransport(asyncio.Transport):
         if out and self._raw is not None and not self._raw.is_closing():
             self._raw.write(out)
 
-    def _deliver(self) -> None:
+    def _deliver(self, flush: bool = True) -> None:
         """Decrypt what has arrived and hand it to the application (unless paused)."""
         if self._reading_paused and self._state is _State.OPEN:
             return
@@ -556,7 +556,8 @@ class TLSTransport(asyncio.Transport):
         except TLSError as exc:
             self._fatal(exc)
             return
-        self._flush()  # post-handshake messages (key updates, renegotiation)
+        if flush:
+            self._flush()  # post-handshake messages (key updates, renegotiation)
         if self._reneg_waiter is not None and not engine.renegotiating:
             self._renegotiated()
         if engine.close_notify_received and not self._peer_closed:

@@ -219,7 +219,7 @@ class TLSEngine:
         buf = _scratch()
         n = lib.BIO_read(self._out, buf, _SCRATCH_SIZE)
         if n <= 0:
-            return b""
+            return b""  # BIO_read drained it: nothing waits in the outgoing BIO
         if n < _SCRATCH_SIZE:
             return ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
         pieces = [ffi.buffer(buf, n)[:]]
@@ -283,6 +283,23 @@ class TLSEngine:
                 break
             total += n
         return total
+
+    def compact(self) -> None:
+        """Give back the memory the handshake left in the memory BIOs (about 8 KiB).
+
+        A memory BIO keeps the capacity of the largest flight it ever held. Call at an
+        idle point, after :meth:`data_to_send` and :meth:`read` have drained both
+        directions (the transport does so right after the handshake): fresh BIOs
+        replace the old ones, which OpenSSL frees.
+        """
+        fresh_in, fresh_out = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
+        if fresh_in == ffi.NULL or fresh_out == ffi.NULL:  # out of memory: keep the old ones
+            lib.BIO_free(fresh_in)
+            lib.BIO_free(fresh_out)
+            return
+        lib.SSL_set_bio(self._ssl, fresh_in, fresh_out)
+        self._in = self._conn._into_ssl = fresh_in
+        self._out = self._conn._from_ssl = fresh_out
 
     @property
     def pending(self) -> bool:

@@ -307,7 +307,7 @@ class TLSTransport(asyncio.Transport):
             # end of this loop iteration, so that the application's first write, if
             # any, leaves in the same segment: one socket write fewer per connection.
             self._handshake_done()  # the application's first step is scheduled first
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self._settle)
             return
         self._flush()
         if engine.handshake_paused and self._hook_task is None:
@@ -524,6 +524,14 @@ class TLSTransport(asyncio.Transport):
             log.debug("TLS handshake failed: %r", exc)
 
     # -- data path -------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """After the handshake: send its last flight, then shrink the BIOs it grew."""
+        self._flush()
+        if self._state is _State.OPEN and not self._reading_paused:
+            self._deliver()  # drains the incoming BIO too
+            if self._state is _State.OPEN and not self._reading_paused:
+                self._engine.compact()
 
     def _flush(self) -> None:
         out = self._engine.data_to_send()

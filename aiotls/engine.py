@@ -41,6 +41,9 @@ _GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
+# Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
+_RECORD_OVERHEAD = 512
+_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
 _tls = threading.local()
 
 
@@ -48,7 +51,7 @@ def _scratch() -> Any:
     """A per-thread output buffer; cffi drops the GIL in OpenSSL calls, so not global."""
     buf = getattr(_tls, "buf", None)
     if buf is None:
-        buf = _tls.buf = ffi.new_allocator(should_clear_after_alloc=False)("char[]", _SCRATCH_SIZE)
+        buf = _tls.buf = _uninitialised("char[]", _SCRATCH_SIZE)
     return buf
 
 
@@ -97,6 +100,7 @@ class TLSEngine:
         "_refusal",
         "_renegotiating",
         "_resume_data",
+        "_sent_since_take",
         "_ssl",
         "alpn_select",
         "close_notify_received",
@@ -136,6 +140,7 @@ class TLSEngine:
         self.on_keylog = on_keylog
         self.alpn_select: Callable[[list[bytes]], bytes | None] | None = None
         self._deferred: TLSError | None = None
+        self._sent_since_take = 0  # plaintext sent since take_output(): sizes its buffer
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
         # The ClientHello pause, for an external session store (same states).
@@ -227,6 +232,27 @@ class TLSEngine:
             pieces.append(ffi.buffer(buf, n)[:])
         return b"".join(pieces)
 
+    def take_output(self) -> memoryview | None:
+        """Like :meth:`data_to_send`, with one copy fewer for what :meth:`send` encrypted.
+
+        The ciphertext is read from OpenSSL straight into a new buffer sized from
+        the plaintext sent, which the caller owns (a socket transport may keep it).
+        """
+        hint, self._sent_since_take = self._sent_since_take, 0
+        if not hint:
+            data = self.data_to_send()
+            return memoryview(data) if data else None
+        size = hint + (hint // 16384 + 1) * _RECORD_OVERHEAD + 4096
+        buf = _uninitialised("char[]", size)
+        n = lib.BIO_read(self._out, buf, size)
+        if n <= 0:
+            return None
+        view = memoryview(ffi.buffer(buf, n))
+        if n < size:
+            return view
+        rest = self.data_to_send()  # more than the estimate (a renegotiation, say)
+        return memoryview(view.tobytes() + rest)
+
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt plaintext for the peer; it comes out of :meth:`data_to_send`."""
         if not self.handshake_complete:
@@ -235,6 +261,7 @@ class TLSEngine:
             raise TLSError("cannot send after close_notify", code="ERR_TLS_CLOSED")
         view = memoryview(data).cast("B")
         total, sent = len(view), 0
+        self._sent_since_take += total
         ptr = ffi.from_buffer(view)
         lib.ERR_clear_error()
         while sent < total:
@@ -257,6 +284,14 @@ class TLSEngine:
         while n := self.read_into(buf, _SCRATCH_SIZE):
             pieces.append(ffi.buffer(buf, n)[:])
         return b"".join(pieces)
+
+    def read_view(self) -> memoryview:
+        """Like :meth:`read` without the copy: a view that the next engine call reuses.
+
+        For callers that copy it at once (a StreamReader's buffer does).
+        """
+        buf = _scratch()
+        return memoryview(ffi.buffer(buf, self.read_into(buf, _SCRATCH_SIZE)))
 
     def read_into(self, buf: Any, size: int) -> int:
         """Decrypt into ``buf`` (cffi pointer or writable buffer) up to ``size`` bytes."""

@@ -15,6 +15,10 @@ class StreamProtocol(asyncio.StreamReaderProtocol):
     go on until ``writer.close()``), so EOF is treated exactly as on plain TCP.
     """
 
+    #: data_received may get a view of a buffer the transport reuses: the StreamReader
+    #: copies it into its own buffer at once, which saves the transport a copy.
+    accepts_transient_views = True
+
     def eof_received(self) -> bool:
         super().eof_received()
         return True

@@ -131,6 +131,7 @@ class TLSTransport(asyncio.Transport):
         "_app",
         "_app_buffered",
         "_app_connected",
+        "_app_views",
         "_check_host",
         "_close_exc",
         "_connect_app",
@@ -198,6 +199,7 @@ class TLSTransport(asyncio.Transport):
         self._reneg_waiter: asyncio.Future[None] | None = None
         self._app: asyncio.BaseProtocol = app_protocol
         self._app_buffered = isinstance(app_protocol, asyncio.BufferedProtocol)
+        self._app_views = getattr(app_protocol, "accepts_transient_views", False)
         self._app_connected = False
         self._reading_paused = False
         self._writing_paused = False
@@ -534,8 +536,8 @@ class TLSTransport(asyncio.Transport):
                 self._engine.compact()
 
     def _flush(self) -> None:
-        out = self._engine.data_to_send()
-        if out and self._raw is not None and not self._raw.is_closing():
+        out = self._engine.take_output()
+        if out is not None and self._raw is not None and not self._raw.is_closing():
             self._raw.write(out)
 
     def _deliver(self, flush: bool = True) -> None:
@@ -555,7 +557,8 @@ class TLSTransport(asyncio.Transport):
                         break
                     app.buffer_updated(n)  # type: ignore[attr-defined]
                 else:
-                    data = engine.read()
+                    # A StreamReader copies what it is given at once: hand it a view.
+                    data = engine.read_view() if self._app_views else engine.read()
                     if not data:
                         break
                     app.data_received(data)  # type: ignore[attr-defined]
@@ -729,6 +732,7 @@ class TLSTransport(asyncio.Transport):
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._app = protocol
         self._app_buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._app_views = getattr(protocol, "accepts_transient_views", False)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._app

@@ -52,6 +52,7 @@ from typing import Any, Final
 
 from OpenSSL._util import ffi, lib
 
+from ._bindings import error_queue
 from .errors import TLSFeatureUnavailable
 
 __all__ = [
@@ -518,15 +519,6 @@ def require(feature: str, option: str) -> None:
 
 
 # --- Helpers -------------------------------------------------------------------------------
-def _openssl_errors() -> list[str]:
-    """Drain OpenSSL's thread error queue into reason strings."""
-    reasons = []
-    while code := lib.ERR_get_error():
-        text = lib.ERR_reason_error_string(code)
-        reasons.append(ffi.string(text).decode() if text != ffi.NULL else f"error {code:#x}")
-    return reasons
-
-
 # Callback objects and buffers, kept alive as long as the SSL_CTX cdata they serve.
 _keepalive: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 _keepalive_strong: dict[int, dict[str, Any]] = {}
@@ -594,7 +586,7 @@ def set_groups_list(ctx_ptr: Any, groups: str) -> None:
     lib.ERR_clear_error()
     if ctx_ctrl(ctx_ptr, SSL_CTRL_SET_GROUPS_LIST, 0, buf) != 1:
         # OpenSSL 4.0 queues no error for an unknown group name; say what it usually means.
-        reasons = _openssl_errors() or ["unknown or unsupported group name"]
+        reasons = error_queue() or ["unknown or unsupported group name"]
         raise ValueError(f"OpenSSL rejected groups list {groups!r}: {'; '.join(reasons)}")
 
 
@@ -611,7 +603,7 @@ def set_ticket_keys(ctx_ptr: Any, keys: bytes) -> None:
     buf = ffi.new("unsigned char[]", data)
     lib.ERR_clear_error()
     if ctx_ctrl(ctx_ptr, SSL_CTRL_SET_TLSEXT_TICKET_KEYS, len(data), buf) != 1:
-        reasons = _openssl_errors() or ["unknown error"]
+        reasons = error_queue() or ["unknown error"]
         raise ValueError(f"OpenSSL refused the ticket keys: {'; '.join(reasons)}")
 
 
@@ -620,7 +612,7 @@ def get_ticket_keys(ctx_ptr: Any) -> bytes:
     buf = ffi.new("unsigned char[]", TICKET_KEYS_LENGTH)
     lib.ERR_clear_error()
     if ctx_ctrl(ctx_ptr, SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEYS_LENGTH, buf) != 1:
-        reasons = _openssl_errors() or ["unknown error"]
+        reasons = error_queue() or ["unknown error"]
         raise ValueError(f"OpenSSL could not return the ticket keys: {'; '.join(reasons)}")
     return bytes(ffi.buffer(buf, TICKET_KEYS_LENGTH))
 
@@ -679,7 +671,7 @@ def add_chain_cert(ctx_ptr: Any, x509_ptr: Any) -> None:
     """
     lib.ERR_clear_error()
     if ctx_ctrl(ctx_ptr, SSL_CTRL_CHAIN_CERT, 1, x509_ptr) != 1:
-        reasons = _openssl_errors() or ["unknown error"]
+        reasons = error_queue() or ["unknown error"]
         raise ValueError(f"OpenSSL could not add the chain certificate: {'; '.join(reasons)}")
 
 

@@ -246,3 +246,30 @@ async def test_set_secure_context_hot_reload(server_ctx, ca: trustme.CA, ca_pem)
             not in writer.get_extra_info("tls").get_peer_certificate()["subjectaltname"]
         )
         writer.close()
+
+
+@pytest.mark.parametrize(("offer", "expected"), [("--http1.1", "http/1.1"), ("--http2", "h2")])
+async def test_alpn_with_curl(
+    server_key_pem, server_chain_pem, server_files, offer, expected
+) -> None:
+    """curl offers ALPN like a browser; the server's choice is what curl reports."""
+    require("curl")
+    ctx = aiotls.create_secure_context(
+        key=server_key_pem, cert=server_chain_pem, alpn_protocols=["h2", "http/1.1"]
+    )
+    chosen: list[str | bool] = []
+
+    async def http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        chosen.append(writer.get_extra_info("tls").alpn_protocol)
+        if chosen[-1] == "http/1.1":
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        writer.close()  # an h2 peer gets a close: only the negotiation is under test
+
+    async with tls_server(http, ctx) as (_, port):
+        argv = ["curl", "-sv", offer, "--cacert", server_files["ca"], "--max-time", "5",
+                "--resolve", f"localhost:{port}:{HOST}", f"https://localhost:{port}/"]  # fmt: skip
+        async with run_peer(*argv) as peer:
+            await peer.wait()
+    assert chosen == [expected]
+    assert f"ALPN: server accepted {expected}" in peer.stderr.decode(errors="replace")

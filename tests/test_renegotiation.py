@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 import trustme
@@ -21,6 +22,22 @@ def client_identity(client_cert: trustme.LeafCert) -> dict[str, bytes]:
         "key": client_cert.private_key_pem.bytes(),
         "cert": b"".join(b.bytes() for b in client_cert.cert_chain_pems),
     }
+
+
+def _echo_recording(errors: list[BaseException], *, disable_renegotiation: bool = False) -> Any:
+    """An echo handler that records the TLSError ending its connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if disable_renegotiation:
+            writer.transport.disable_renegotiation()  # type: ignore[attr-defined]
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+        except aiotls.TLSError as exc:
+            errors.append(exc)
+        writer.close()
+
+    return handler
 
 
 async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,14 +70,7 @@ async def test_client_renegotiation_refused_by_default(server_ctx, ca_pem) -> No
 async def test_renegotiation_limit_is_a_session_attack(server_ctx, ca_pem, monkeypatch) -> None:
     monkeypatch.setattr(aiotls, "CLIENT_RENEG_LIMIT", 2)  # read at each attempt, like Node
     errors: list[BaseException] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-        except aiotls.TLSError as exc:
-            errors.append(exc)
-        writer.close()
+    handler = _echo_recording(errors)
 
     async with tls_server(handler, server_ctx, allow_renegotiation=True) as (_, port):
         reader, writer = await aiotls.open_connection(
@@ -81,15 +91,7 @@ async def test_renegotiation_limit_is_a_session_attack(server_ctx, ca_pem, monke
 
 async def test_disable_renegotiation_on_the_server(server_ctx, ca_pem) -> None:
     errors: list[BaseException] = []
-
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.transport.disable_renegotiation()  # type: ignore[attr-defined]
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-        except aiotls.TLSError as exc:
-            errors.append(exc)
-        writer.close()
+    handler = _echo_recording(errors, disable_renegotiation=True)
 
     async with tls_server(handler, server_ctx, allow_renegotiation=True) as (_, port):
         reader, writer = await aiotls.open_connection(

@@ -23,7 +23,8 @@ from .errors import (
 )
 from .server import Server, create_server, start_server
 from .starttls import start_tls
-from .transport import TLSSocket, TLSTransport
+from .tlssocket import TLSSocket
+from .transport import TLSTransport
 
 __version__ = "0.1.0"
 

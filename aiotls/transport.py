@@ -40,8 +40,9 @@ from .context import SecureContext
 from .engine import TLSEngine
 from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
 from .options import ConnectionOptions
+from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
 
-__all__ = ["SSLObjectShim", "TLSSocket", "TLSTransport", "call_hook"]
+__all__ = ["TLSTransport", "call_hook"]
 
 log = logging.getLogger("aiotls")
 
@@ -124,7 +125,7 @@ class _RawProtocol(asyncio.BufferedProtocol):
         self._tls._raw_resume_writing()
 
 
-class TLSTransport(asyncio.Transport):
+class TLSTransport(TLSSocketMixin, asyncio.Transport):
     """The application's side of a TLS connection, with Node's TLSSocket getters."""
 
     __slots__ = (
@@ -764,6 +765,12 @@ class TLSTransport(asyncio.Transport):
             return self._raw.get_extra_info(name, default)
         return default
 
+    def _is_closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    def _is_server(self) -> bool:
+        return self._options.server_side
+
     def __del__(self, _warn: Any = warnings.warn) -> None:
         if self._state is _State.OPEN:  # the socket transport warns and closes itself
             _warn(f"unclosed TLS transport {self!r}", ResourceWarning, source=self)
@@ -772,58 +779,7 @@ class TLSTransport(asyncio.Transport):
         side = "server" if self._options.server_side else "client"
         return f"<TLSTransport {side} {self._state.value}>"
 
-    # -- Node's TLSSocket surface ----------------------------------------------------
-
-    encrypted = True
-
-    @property
-    def engine(self) -> TLSEngine:
-        """The sans-I/O engine underneath."""
-        return self._engine
-
-    @property
-    def servername(self) -> str | None:
-        """The SNI name sent (client) or received (server)."""
-        return self._engine.servername
-
-    @property
-    def alpn_protocol(self) -> str | bool:
-        """The negotiated ALPN protocol, False when none."""
-        return self._engine.alpn_protocol
-
-    @property
-    def session_reused(self) -> bool:
-        return self._engine.session_reused
-
-    def get_protocol_version(self) -> str | None:
-        """Alias of :meth:`get_tls_protocol` for stdlib-minded readers."""
-        return self.get_tls_protocol()
-
-    def get_tls_protocol(self) -> str | None:
-        """Node's getProtocol(): "TLSv1.3", ..., "unknown" mid-handshake, None after close."""
-        if self._state is _State.CLOSED:
-            return None
-        return self._engine.get_protocol()
-
-    def get_cipher(self) -> dict[str, str] | None:
-        """Node's getCipher(): ``{"name", "standardName", "version"}``."""
-        return self._engine.get_cipher()
-
-    def get_peer_certificate(self, detailed: bool = False) -> dict[str, Any] | None:
-        """Node's getPeerCertificate(): {} when the peer sent none, None after close."""
-        if self._state is _State.CLOSED:
-            return None
-        cert = self._engine.get_peer_x509_certificate()
-        if cert is None:
-            return {}
-        return certinfo.node_certificate(
-            cert, self._engine.get_peer_x509_chain(), detailed=detailed
-        )
-
-    def get_certificate(self) -> dict[str, Any] | None:
-        """Our own certificate in Node's shape."""
-        cert = self._engine.get_x509_certificate()
-        return {} if cert is None else certinfo.node_certificate(cert)
+    # -- renegotiation (drives the state machine) -----------------------------------
 
     async def renegotiate(
         self, *, request_cert: bool = False, reject_unauthorized: bool = True
@@ -849,130 +805,3 @@ class TLSTransport(asyncio.Transport):
     def disable_renegotiation(self) -> None:
         """Refuse any further renegotiation (Node's disableRenegotiation)."""
         self._engine.disable_renegotiation()
-
-    def get_ephemeral_key_info(self) -> dict[str, Any] | None:
-        """The key exchange's ephemeral key (client side; None on the server, as in Node)."""
-        return None if self._options.server_side else self._engine.get_ephemeral_key_info()
-
-    def set_max_send_fragment(self, size: int) -> bool:
-        """Node's setMaxSendFragment: records no larger than ``size`` (512..16384)."""
-        return self._engine.set_max_send_fragment(size)
-
-    @property
-    def npn_protocol(self) -> str | bool:
-        """The NPN result, False when none (Node's npnProtocol)."""
-        return self._engine.npn_protocol
-
-    def get_tls_ticket(self) -> bytes | None:
-        """The session ticket inside the current session (Node's getTLSTicket)."""
-        return self._engine.get_tls_ticket()
-
-    def get_x509_certificate(self) -> Any:
-        """Our certificate as a cryptography ``x509.Certificate``."""
-        return self._engine.get_x509_certificate()
-
-    def get_peer_x509_certificate(self) -> Any:
-        """The peer's certificate as a cryptography ``x509.Certificate`` (None if none)."""
-        return self._engine.get_peer_x509_certificate()
-
-    def get_session(self) -> bytes | None:
-        return self._engine.get_session()
-
-    def get_finished(self) -> bytes | None:
-        return self._engine.get_finished()
-
-    def get_peer_finished(self) -> bytes | None:
-        return self._engine.get_peer_finished()
-
-    def export_keying_material(
-        self, length: int, label: str | bytes, context: bytes | None = None
-    ) -> bytes:
-        return self._engine.export_keying_material(length, label, context)
-
-    def address(self) -> dict[str, Any]:
-        """Node's socket.address(): ``{"address", "family", "port"}``."""
-        sockname = self.get_extra_info("sockname")
-        if isinstance(sockname, tuple):
-            family = "IPv6" if ":" in sockname[0] else "IPv4"
-            return {"address": sockname[0], "family": family, "port": sockname[1]}
-        return {"address": sockname, "family": "Unix", "port": None}
-
-    @property
-    def local_address(self) -> str | None:
-        return self.address()["address"]  # type: ignore[no-any-return]
-
-    @property
-    def local_port(self) -> int | None:
-        return self.address()["port"]  # type: ignore[no-any-return]
-
-    @property
-    def remote_address(self) -> str | None:
-        peer = self.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            return str(peer[0])
-        return peer if isinstance(peer, str) else None
-
-    @property
-    def remote_port(self) -> int | None:
-        peer = self.get_extra_info("peername")
-        return peer[1] if isinstance(peer, tuple) else None
-
-    @property
-    def remote_family(self) -> str | None:
-        peer = self.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            return "IPv6" if ":" in peer[0] else "IPv4"
-        return None
-
-
-class TLSSocket:
-    """Node's TLSSocket surface of a TLSTransport: ``get_extra_info("tls")``.
-
-    Everything the transport offers, except that ``get_protocol()`` is Node's (the
-    TLS version string) rather than asyncio's (the protocol object).
-    """
-
-    __slots__ = ("transport",)
-
-    def __init__(self, transport: TLSTransport) -> None:
-        self.transport = transport
-
-    def get_protocol(self) -> str | None:
-        """ "TLSv1.3", "TLSv1.2", ...; "unknown" mid-handshake; None after close."""
-        return self.transport.get_tls_protocol()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.transport, name)
-
-
-class SSLObjectShim:
-    """The few ``ssl.SSLObject`` methods that asyncio-ssl code (aiohttp) calls."""
-
-    __slots__ = ("_tls",)
-
-    def __init__(self, tls: TLSTransport) -> None:
-        self._tls = tls
-
-    def getpeercert(self, binary_form: bool = False) -> Any:
-        cert = self._tls.engine.get_peer_x509_certificate()
-        if cert is None:
-            return None
-        if binary_form:
-            from cryptography.hazmat.primitives.serialization import Encoding
-
-            return cert.public_bytes(Encoding.DER)
-        return certinfo.stdlib_peercert(cert)
-
-    def selected_alpn_protocol(self) -> str | None:
-        proto = self._tls.alpn_protocol
-        return proto if isinstance(proto, str) else None
-
-    def version(self) -> str | None:
-        return self._tls.get_tls_protocol()
-
-    def cipher(self) -> tuple[str, str, int] | None:
-        return self._tls.get_extra_info("cipher")  # type: ignore[no-any-return]
-
-    @property
-    def server_hostname(self) -> str | None:
-        return self._tls.servername

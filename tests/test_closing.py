@@ -246,3 +246,28 @@ async def test_junk_reaches_on_tls_client_error(server_ctx, client_ctx) -> None:
         )
         writer.close()
         raw_writer.close()
+
+
+async def test_truncated_handshake_is_reported(server_ctx, client_ctx) -> None:
+    """Half a ClientHello, then EOF: a TLSError for this client; the server goes on."""
+    failures: list[BaseException] = []
+    async with tls_server(
+        echo, server_ctx, on_tls_client_error=lambda exc, t: failures.append(exc)
+    ) as (server, port):
+        engine = aiotls.TLSEngine(client_ctx, server_hostname="localhost")
+        engine.do_handshake()
+        hello = engine.data_to_send()
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(hello[: len(hello) // 2])
+        writer.write_eof()
+        for _ in range(100):
+            if failures:
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(failures[0], aiotls.TLSError)
+        assert failures[0].code == "ERR_SSL_UNEXPECTED_EOF_WHILE_READING"
+        writer.close()
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1", port, context=client_ctx, servername="localhost"
+        )
+        writer.close()

@@ -260,3 +260,15 @@ def test_unclean_end_keeps_tls12_session_only_when_released(
     again.do_handshake()
     pump(again, server2)
     assert again.session_reused is released
+
+
+def test_oversized_record_is_a_clear_error(contexts) -> None:
+    server_ctx, client_ctx = contexts
+    client, server = connect(server_ctx, client_ctx)
+    assert server.handshake_complete
+    # An application-data record header claiming 18.5 KB: beyond TLS's 16 KiB + 256 limit.
+    server.receive_data(b"\x17\x03\x03\x48\x44" + b"\x00" * 64)
+    with pytest.raises(TLSError) as info:
+        server.read()
+    assert info.value.code.startswith("ERR_SSL_")
+    assert server.data_to_send()  # the (TLS 1.3: encrypted) alert is there to send

@@ -203,3 +203,24 @@ async def test_detailed_peer_certificate_links_up_to_the_root(ca: trustme.CA) ->
         assert len(subjects) == 2 and "CA" in subjects[1]  # leaf, intermediate, then root
         assert cert["ca"] and "CA" in cert["subject"]["OU"]
         writer.close()
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+async def test_lookup_replaces_name_resolution(server_ctx, ca_pem: str, asynchronous: bool) -> None:
+    """lookup is shaped like loop.getaddrinfo; SNI and the identity check keep the host name."""
+    asked: list[str] = []
+
+    def resolve(host: str, port: int, **kw: object) -> list[tuple]:
+        asked.append(host)
+        return [(2, 1, 6, "", ("127.0.0.1", port))]
+
+    async def resolve_async(host: str, port: int, **kw: object) -> list[tuple]:
+        return resolve(host, port, **kw)
+
+    async with tls_server(echo, server_ctx) as (_, port):
+        reader, writer = await aiotls.open_connection(
+            "example.test", port, ca=ca_pem, lookup=resolve_async if asynchronous else resolve
+        )
+        tls = writer.get_extra_info("tls")
+        assert asked == ["example.test"] and tls.authorized and tls.servername == "example.test"
+        writer.close()

@@ -273,3 +273,39 @@ async def test_alpn_with_curl(
             await peer.wait()
     assert chosen == [expected]
     assert f"ALPN: server accepted {expected}" in peer.stderr.decode(errors="replace")
+
+
+async def test_client_certificate_checked_against_the_sni_chosen_ca(
+    server_ctx, ca: trustme.CA, ca_pem: str
+) -> None:
+    """The context SNI picks decides request_cert and the CA a client certificate needs."""
+    other_ca = trustme.CA()
+    secure = ca.issue_cert("secure.test")
+    strict = aiotls.create_secure_context(
+        key=secure.private_key_pem.bytes(),
+        cert=secure.cert_chain_pems[0].bytes(),
+        ca=other_ca.cert_pem.bytes(),
+        request_cert=True,
+    )
+    async with tls_server(
+        echo, server_ctx, sni_callback=lambda name: strict if name == "secure.test" else None
+    ) as (_, port):
+        for issuer, accepted in ((other_ca, True), (ca, False)):
+            leaf = issuer.issue_cert("client@example.test")
+            identity = {
+                "key": leaf.private_key_pem.bytes(),
+                "cert": leaf.cert_chain_pems[0].bytes(),
+            }
+            try:
+                reader, writer = await aiotls.open_connection(
+                    HOST, port, ca=ca_pem, servername="secure.test", **identity
+                )
+                writer.write(b"ping")
+                ok = await asyncio.wait_for(reader.read(4), 5) == b"ping"
+                writer.close()
+            except (aiotls.TLSError, ConnectionError):
+                ok = False
+            assert ok is accepted
+        # The default context asks for no certificate at all.
+        reader, writer = await aiotls.open_connection(HOST, port, ca=ca_pem, servername="localhost")
+        writer.close()

@@ -43,6 +43,7 @@ _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over re
 _MAX_RECORD = 16384 + 2048
 # Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
 _RECORD_OVERHEAD = 512
+_BIO_SLACK = 512  # a memory BIO that held no more than this is not worth replacing
 _uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
 _tls = threading.local()
 
@@ -102,6 +103,7 @@ class TLSEngine:
         "_resume_data",
         "_sent_since_take",
         "_ssl",
+        "_through_peak",
         "alpn_select",
         "close_notify_received",
         "close_notify_sent",
@@ -141,6 +143,7 @@ class TLSEngine:
         self.alpn_select: Callable[[list[bytes]], bytes | None] | None = None
         self._deferred: TLSError | None = None
         self._sent_since_take = 0  # plaintext sent since take_output(): sizes its buffer
+        self._through_peak = 0  # largest chunk through a BIO since it was made: its capacity
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
         # The ClientHello pause, for an external session store (same states).
@@ -214,8 +217,10 @@ class TLSEngine:
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed ciphertext from the network; advances the handshake if it is running."""
-        if len(data):
-            lib.BIO_write(self._in, ffi.from_buffer(data), len(data))
+        if n := len(data):
+            lib.BIO_write(self._in, ffi.from_buffer(data), n)
+            if n > self._through_peak:
+                self._through_peak = n
         if not self.handshake_complete and not self.handshake_paused:
             self.do_handshake()
 
@@ -225,6 +230,8 @@ class TLSEngine:
         n = lib.BIO_read(self._out, buf, _SCRATCH_SIZE)
         if n <= 0:
             return b""  # BIO_read drained it: nothing waits in the outgoing BIO
+        if n > self._through_peak:
+            self._through_peak = n
         if n < _SCRATCH_SIZE:
             return ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
         pieces = [ffi.buffer(buf, n)[:]]
@@ -247,6 +254,8 @@ class TLSEngine:
         n = lib.BIO_read(self._out, buf, size)
         if n <= 0:
             return None
+        if n > self._through_peak:
+            self._through_peak = n
         view = memoryview(ffi.buffer(buf, n))
         if n < size:
             return view
@@ -319,6 +328,11 @@ class TLSEngine:
             total += n
         return total
 
+    @property
+    def bloated(self) -> bool:
+        """True when a BIO has held more than a few KiB, which it keeps allocated."""
+        return self._through_peak > _BIO_SLACK
+
     def compact(self) -> None:
         """Give back the memory the handshake left in the memory BIOs (about 8 KiB).
 
@@ -335,6 +349,7 @@ class TLSEngine:
         lib.SSL_set_bio(self._ssl, fresh_in, fresh_out)
         self._in = self._conn._into_ssl = fresh_in
         self._out = self._conn._from_ssl = fresh_out
+        self._through_peak = 0
 
     @property
     def pending(self) -> bool:

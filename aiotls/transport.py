@@ -531,7 +531,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     def _settle(self) -> None:
         """After the handshake: send its last flight, then shrink the BIOs it grew."""
         self._flush()
-        if self._state is _State.OPEN and not self._reading_paused:
+        if self._engine.bloated and self._state is _State.OPEN and not self._reading_paused:
             self._deliver()  # drains the incoming BIO too
             if self._state is _State.OPEN and not self._reading_paused:
                 self._engine.compact()

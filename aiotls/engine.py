@@ -351,11 +351,6 @@ class TLSEngine:
         self._out = self._conn._from_ssl = fresh_out
         self._through_peak = 0
 
-    @property
-    def pending(self) -> bool:
-        """True if decrypted bytes wait in OpenSSL (a reader paused mid-chunk)."""
-        return bool(lib.SSL_pending(self._ssl))
-
     # -- handshake -------------------------------------------------------------------
 
     @property

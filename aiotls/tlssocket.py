@@ -56,10 +56,6 @@ class TLSSocketMixin:
     def session_reused(self) -> bool:
         return self._engine.session_reused
 
-    def get_protocol_version(self) -> str | None:
-        """Alias of :meth:`get_tls_protocol` for stdlib-minded readers."""
-        return self.get_tls_protocol()
-
     def get_tls_protocol(self) -> str | None:
         """Node's getProtocol(): "TLSv1.3", ..., "unknown" mid-handshake, None after close."""
         if self._is_closed():

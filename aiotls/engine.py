@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from OpenSSL import SSL
 
 from . import _bindings as b
-from . import _der, _extended
+from . import _der, _extended, certinfo
 from .ciphers import standard_name
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
@@ -651,6 +651,18 @@ class TLSEngine:
     def get_group_name(self) -> str | None:
         """The key-exchange group negotiated (X25519MLKEM768, X25519, ...)."""
         return self._conn.get_group_name()
+
+    def get_peer_certificate(self, detailed: bool = False) -> dict[str, Any]:
+        """Node's getPeerCertificate(detailed): {} when the peer sent none."""
+        cert = self.get_peer_x509_certificate()
+        if cert is None:
+            return {}
+        return certinfo.node_certificate(cert, self.get_peer_x509_chain(), detailed=detailed)
+
+    def get_certificate(self) -> dict[str, Any]:
+        """Our own certificate in Node's shape ({} without one)."""
+        cert = self.get_x509_certificate()
+        return {} if cert is None else certinfo.node_certificate(cert)
 
     def get_peer_x509_certificate(self) -> x509.Certificate | None:
         """The peer's leaf certificate as a cryptography object."""

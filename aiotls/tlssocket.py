@@ -68,19 +68,11 @@ class TLSSocketMixin:
 
     def get_peer_certificate(self, detailed: bool = False) -> dict[str, Any] | None:
         """Node's getPeerCertificate(): {} when the peer sent none, None after close."""
-        if self._is_closed():
-            return None
-        cert = self._engine.get_peer_x509_certificate()
-        if cert is None:
-            return {}
-        return certinfo.node_certificate(
-            cert, self._engine.get_peer_x509_chain(), detailed=detailed
-        )
+        return None if self._is_closed() else self._engine.get_peer_certificate(detailed)
 
     def get_certificate(self) -> dict[str, Any] | None:
         """Our own certificate in Node's shape."""
-        cert = self._engine.get_x509_certificate()
-        return {} if cert is None else certinfo.node_certificate(cert)
+        return self._engine.get_certificate()
 
     def get_ephemeral_key_info(self) -> dict[str, Any] | None:
         """The key exchange's ephemeral key (client side; None on the server, as in Node)."""

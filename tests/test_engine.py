@@ -272,3 +272,13 @@ def test_oversized_record_is_a_clear_error(contexts) -> None:
         server.read()
     assert info.value.code.startswith("ERR_SSL_")
     assert server.data_to_send()  # the (TLS 1.3: encrypted) alert is there to send
+
+
+def test_engine_has_the_node_getters(contexts) -> None:
+    server_ctx, client_ctx = contexts
+    client, server = connect(server_ctx, client_ctx)
+    peer = client.get_peer_certificate(detailed=True)
+    assert "DNS:localhost" in peer["subjectaltname"] and "issuerCertificate" in peer
+    assert server.get_certificate()["fingerprint256"] == peer["fingerprint256"]
+    assert server.get_peer_certificate() == {}  # the client sent none
+    assert client.get_ephemeral_key_info()["name"] == "X25519MLKEM768"

@@ -83,12 +83,13 @@ def install_alpn_select(ctx: SSL.Context) -> None:
     lib.SSL_CTX_set_alpn_select_cb(ctx._context, alpn_select_callback, ffi.NULL)
 
 
-def parse_alpn_wire(data: bytes) -> list[bytes]:
-    """Decode an ALPN wire-format list; malformed tails are ignored."""
-    items, i = [], 0
+def _alpn_offsets(data: bytes) -> dict[bytes, int]:
+    """An ALPN wire-format list as {protocol: offset of its name}, in the client's order."""
+    items: dict[bytes, int] = {}
+    i = 0
     while i < len(data):
         n = data[i]
-        items.append(data[i + 1 : i + 1 + n])
+        items.setdefault(data[i + 1 : i + 1 + n], i + 1)
         i += 1 + n
     return items
 
@@ -119,19 +120,15 @@ def alpn_select_callback(
     engine = engine_of(ssl)
     if engine is None or not engine._alpn_configured:
         return int(lib.SSL_TLSEXT_ERR_NOACK)  # a server without ALPN ignores the extension
-    offered = ffi.buffer(client, client_len)[:]
-    choice = engine._select_alpn(parse_alpn_wire(offered))
-    if choice is None:
+    wire = ffi.buffer(client, client_len)[:]
+    offsets = _alpn_offsets(wire)
+    choice = engine._select_alpn(list(offsets))
+    if choice is None or choice not in offsets:
         return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
     # Point into the client's list, which OpenSSL keeps alive for the callback's caller.
-    pos = 0
-    for item in parse_alpn_wire(offered):
-        if item == choice:
-            out[0] = client + pos + 1
-            outlen[0] = len(item)
-            return int(lib.SSL_TLSEXT_ERR_OK)
-        pos += 1 + len(item)
-    return int(lib.SSL_TLSEXT_ERR_ALERT_FATAL)
+    out[0] = client + offsets[choice]
+    outlen[0] = len(choice)
+    return int(lib.SSL_TLSEXT_ERR_OK)
 
 
 @ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]

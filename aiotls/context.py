@@ -99,7 +99,8 @@ def _certs(option: str, value: object) -> list[x509.Certificate]:
     return certs
 
 
-def _bool(option: str, value: object) -> bool:
+def expect_bool(option: str, value: object) -> bool:
+    """The value if it is a bool; else a TypeError naming the option."""
     if not isinstance(value, bool):
         raise TypeError(f"{option}: expected bool, got {type(value).__name__}")
     return value
@@ -237,7 +238,7 @@ def create_secure_context(**options: Any) -> SecureContext:
     _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", default_ciphers))
     if options.get("ciphersuites") is not None:
         _openssl_option(ctx.set_tls13_ciphersuites, "ciphersuites", options["ciphersuites"])
-    if _bool("honor_cipher_order", options.get("honor_cipher_order", True)):
+    if expect_bool("honor_cipher_order", options.get("honor_cipher_order", True)):
         ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
     secure_options = options.get("secure_options")
     if secure_options is not None:
@@ -271,8 +272,8 @@ def create_secure_context(**options: Any) -> SecureContext:
     b.install_alpn_select(ctx)
     b.install_status_callback(ctx)
 
-    request_cert = _bool("request_cert", options.get("request_cert", False))
-    reject = _bool("reject_unauthorized", options.get("reject_unauthorized", True))
+    request_cert = expect_bool("request_cert", options.get("request_cert", False))
+    reject = expect_bool("reject_unauthorized", options.get("reject_unauthorized", True))
     sid_ctx = options.get("session_id_context")
     if sid_ctx is None:
         # As nginx derives it: servers configured alike resume each other's sessions.

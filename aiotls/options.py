@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context
+from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context, expect_bool
 
 __all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "ConnectionOptions", "split"]
 
@@ -79,12 +79,6 @@ def _timeout(name: str, value: object) -> float:
     return float(value)
 
 
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected bool, got {type(value).__name__}")
-    return value
-
-
 def _hook(name: str, value: object) -> Hook | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
@@ -101,8 +95,7 @@ def _append_to_sslkeylogfile(line: bytes) -> None:
 
 def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> Hook | None:
     hook = _hook("on_keylog", on_keylog)
-    if not isinstance(sslkeylogfile, bool):
-        raise TypeError("sslkeylogfile: expected bool")
+    expect_bool("sslkeylogfile", sslkeylogfile)
     if not sslkeylogfile:
         return hook
     if hook is None:
@@ -141,17 +134,13 @@ def split(
     session = conn_kwargs.get("session")
     if session is not None and not isinstance(session, bytes | bytearray):
         raise TypeError("session: expected the bytes of get_session() or on_session")
-    ragged = conn_kwargs.get("suppress_ragged_eofs", False)
-    if not isinstance(ragged, bool):
-        raise TypeError("suppress_ragged_eofs: expected bool")
+    ragged = expect_bool("suppress_ragged_eofs", conn_kwargs.get("suppress_ragged_eofs", False))
     min_dh_size = conn_kwargs.get("min_dh_size", 1024)
     if not isinstance(min_dh_size, int) or isinstance(min_dh_size, bool):
         raise TypeError("min_dh_size: expected an int number of bits")
     if min_dh_size <= 0:
         raise ValueError("min_dh_size: must be positive")
-    allow_reneg = conn_kwargs.get("allow_renegotiation", False)
-    if not isinstance(allow_reneg, bool):
-        raise TypeError("allow_renegotiation: expected bool")
+    allow_reneg = expect_bool("allow_renegotiation", conn_kwargs.get("allow_renegotiation", False))
     opts = ConnectionOptions(
         server_side=server_side,
         handshake_timeout=_timeout(
@@ -179,7 +168,7 @@ def split(
         on_ocsp_request=_hook("on_ocsp_request", conn_kwargs.get("on_ocsp_request")),
         on_new_session=_hook("on_new_session", conn_kwargs.get("on_new_session")),
         on_resume_session=_hook("on_resume_session", conn_kwargs.get("on_resume_session")),
-        request_ocsp=_flag("request_ocsp", conn_kwargs.get("request_ocsp", False)),
+        request_ocsp=expect_bool("request_ocsp", conn_kwargs.get("request_ocsp", False)),
         on_ocsp_response=_hook("on_ocsp_response", conn_kwargs.get("on_ocsp_response")),
         on_session=_hook("on_session", conn_kwargs.get("on_session")),
     )

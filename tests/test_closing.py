@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from util import echo, tls_server
+from util import echo, eventually, tls_server
 
 import aiotls
 
@@ -167,10 +167,7 @@ async def test_abort_mid_transfer_and_server_goes_on(server_ctx, client_ctx) -> 
             transport.write(b"x" * 65536)
         transport.abort()
         assert await asyncio.wait_for(client.lost, 5) is None
-        for _ in range(100):
-            if errors and server.get_connections() == 0:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: errors and server.get_connections() == 0, timeout=2)
         assert errors and server.get_connections() == 0
         reader, writer = await aiotls.open_connection(
             "127.0.0.1", port, context=client_ctx, servername="localhost"
@@ -234,10 +231,7 @@ async def test_junk_reaches_on_tls_client_error(server_ctx, client_ctx) -> None:
         raw_writer.write(b"\x16\x03\x01\x00\x05hello this is not TLS")
         answer = await asyncio.wait_for(raw_reader.read(), 5)
         assert answer[:1] == b"\x15"  # the fatal alert made it out before the close
-        for _ in range(50):
-            if failures:
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: failures, timeout=1)
         exc, transport = failures[0]
         assert isinstance(exc, aiotls.TLSError) and exc.code.startswith("ERR_SSL_")
         assert isinstance(transport, aiotls.TLSTransport)
@@ -260,10 +254,7 @@ async def test_truncated_handshake_is_reported(server_ctx, client_ctx) -> None:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(hello[: len(hello) // 2])
         writer.write_eof()
-        for _ in range(100):
-            if failures:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: failures, timeout=1)
         assert isinstance(failures[0], aiotls.TLSError)
         assert failures[0].code == "ERR_SSL_UNEXPECTED_EOF_WHILE_READING"
         writer.close()

@@ -9,7 +9,7 @@ import time
 import pytest
 import trustme
 from peers import HOST, require, run_peer
-from util import echo, tls_server
+from util import echo, eventually, tls_server
 
 import aiotls
 
@@ -79,10 +79,7 @@ async def test_bad_sni_callback_fails_only_that_handshake(
     ) as (_, port):
         with pytest.raises((aiotls.TLSError, ConnectionError)):
             await aiotls.open_connection(HOST, port, ca=ca_pem, servername="bad.test")
-        for _ in range(100):
-            if failures:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: failures, timeout=1)
         exc, servername = failures[0]
         assert isinstance(exc, aiotls.TLSError) and "Invalid SNI context" in str(exc)
         assert servername == "bad.test"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trustme
 from peers import HOST, require, run_peer
-from util import echo, tls_server
+from util import echo, eventually, tls_server
 
 import aiotls
 
@@ -81,10 +81,7 @@ async def test_renegotiation_limit_is_a_session_attack(server_ctx, ca_pem, monke
             await _roundtrip(reader, writer)
         with pytest.raises((aiotls.TLSError, ConnectionError)):
             await asyncio.wait_for(writer.transport.renegotiate(), 5)
-        for _ in range(100):
-            if errors:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: errors, timeout=1)
         assert errors and errors[0].code == "ERR_TLS_SESSION_ATTACK"  # type: ignore[attr-defined]
         writer.close()
 
@@ -100,10 +97,7 @@ async def test_disable_renegotiation_on_the_server(server_ctx, ca_pem) -> None:
         await _roundtrip(reader, writer)
         with pytest.raises((aiotls.TLSError, ConnectionError)):
             await asyncio.wait_for(writer.transport.renegotiate(), 5)
-        for _ in range(100):
-            if errors:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: errors, timeout=1)
         assert errors[0].code == "ERR_TLS_RENEGOTIATION_DISABLED"  # type: ignore[attr-defined]
         writer.close()
 

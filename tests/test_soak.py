@@ -8,7 +8,7 @@ import os
 
 import pytest
 from peers import HOST
-from util import echo, tls_server
+from util import echo, eventually, tls_server
 
 import aiotls
 
@@ -44,10 +44,7 @@ async def test_connect_abort_cycles_leak_nothing(server_ctx, client_ctx) -> None
                 await writer.wait_closed()
 
         async def settle() -> None:
-            for _ in range(200):
-                if server.get_connections() == 0:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: server.get_connections() == 0, timeout=2)
             gc.collect()
 
         for i in range(60):  # warm-up: allocator pools, caches, lazy imports

@@ -3,14 +3,12 @@ a real `openssl ocsp` responder behind them, and `openssl s_client -status` as a
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
 from ocsp_util import PKI, Issued, OCSPResponder, make_pki
 from peers import HOST, require, run_peer
-from util import echo, tls_server
+from util import echo, eventually, tls_server
 
 import aiotls
 from aiotls import ocsp
@@ -81,10 +79,7 @@ async def test_a_failing_ocsp_hook_fails_only_its_handshake(pki: PKI) -> None:
     ) as (_, port):  # fmt: skip
         with pytest.raises((aiotls.TLSError, ConnectionError)):
             await _client(port, pki, request_ocsp=True)
-        for _ in range(100):
-            if errors:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: errors, timeout=1)
         assert isinstance(errors[0], aiotls.TLSError) and "on_ocsp_request" in str(errors[0])
         assert await _client(port, pki) == []  # others are still served
 

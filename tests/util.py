@@ -40,6 +40,15 @@ async def tls_server(
         await server.wait_closed()
 
 
+async def eventually(condition: Callable[[], object], timeout: float = 2.0) -> None:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass (then return anyway:
+    the caller's assertion says what was expected)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition() and loop.time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def pattern(n: int, seed: bytes) -> bytes:
     """Deterministic pseudo-random bytes (cheap to regenerate on both sides)."""
     block = hashlib.sha512(seed).digest() * 512  # 32 KiB

@@ -12,6 +12,7 @@ from typing import Any
 from . import _extended
 from . import options as _options
 from .context import SecureContext, create_secure_context
+from .errors import TLSConfigError
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
@@ -215,6 +216,13 @@ async def create_server(
     loop = asyncio.get_running_loop()
     listen = {k: kwargs.pop(k) for k in list(kwargs) if k in _LISTEN_KEYS}
     ctx, opts = _options.split(kwargs, server_side=True, context=context)
+    if not ctx.certificates and opts.sni_callback is None:
+        raise TLSConfigError(
+            "a TLS server needs a certificate: pass key= and cert= (or pfx=), a context= "
+            "that has them, or sni_callback= to choose a context per connection "
+            "(Server.add_context() serves only the names it matches, so it needs a "
+            "default certificate too)"
+        )
     server = Server(loop, protocol_factory, ctx, opts)
     if path is not None:
         listen.pop("reuse_address", None)

@@ -65,3 +65,39 @@ async def test_wait_closed_without_connections(server_ctx, client_ctx) -> None:
     async with await aiotls.start_server(echo, "127.0.0.1", 0, context=server_ctx) as other:
         assert other.is_serving()
     assert not other.is_serving()
+
+
+# -- a server needs a certificate source -----------------------------------------
+
+
+async def test_server_without_certificate_raises(client_ctx) -> None:
+    for call in (
+        lambda: aiotls.start_server(echo, "127.0.0.1", 0),
+        lambda: aiotls.start_server(echo, "127.0.0.1", 0, context=client_ctx),
+        lambda: aiotls.create_server(asyncio.Protocol, "127.0.0.1", 0, ciphers="ECDHE+AESGCM"),
+    ):
+        with pytest.raises(aiotls.TLSConfigError) as info:
+            await call()
+        assert isinstance(info.value, ValueError)
+        message = str(info.value)
+        for option in ("key", "cert", "pfx", "sni_callback", "add_context"):
+            assert option in message
+
+
+async def test_server_with_sni_callback_only_starts(server_ctx, client_ctx) -> None:
+    names: list[str | None] = []
+
+    def sni(name: str | None) -> aiotls.SecureContext:
+        names.append(name)
+        return server_ctx
+
+    server = await aiotls.start_server(echo, "127.0.0.1", 0, sni_callback=sni)
+    async with server:
+        address = server.address()
+        assert isinstance(address, dict)
+        reader, writer = await _client(address["port"], client_ctx)
+        writer.write(b"hi")
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"hi"
+        writer.close()
+        await writer.wait_closed()
+    assert names == ["localhost"]

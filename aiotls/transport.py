@@ -501,7 +501,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._state = _State.OPEN
         self._app_connected = True
         if self._connect_app:
-            self._app.connection_made(self)
+            try:
+                self._app.connection_made(self)
+            except Exception as exc:
+                self._app_failed("connection_made()", exc)
+                return
         if self._writing_paused:
             self._app.pause_writing()
         if self._waiter is not None and not self._waiter.done():
@@ -509,6 +513,15 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._options.on_secure_connection is not None:
             call_hook(self._loop, self._options.on_secure_connection, self)
         self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
+
+    def _app_failed(self, where: str, exc: Exception) -> None:
+        """The application protocol failed: close the connection (it gets connection_lost),
+        raising the error from create_connection, or logging it when nobody awaits one."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        else:
+            log.error("%s of %r failed; connection closed", where, self._app, exc_info=exc)
+        self._fatal(exc)
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if self._state is not _State.HANDSHAKING:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
-from util import echo, eventually
+from util import echo, eventually, tls_server
 
 import aiotls
 
@@ -65,6 +66,76 @@ async def test_wait_closed_without_connections(server_ctx, client_ctx) -> None:
     async with await aiotls.start_server(echo, "127.0.0.1", 0, context=server_ctx) as other:
         assert other.is_serving()
     assert not other.is_serving()
+
+
+# -- connection_made raising --------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+class ExplodingProtocol(asyncio.Protocol):
+    """connection_made raises; records connection_lost."""
+
+    def __init__(self) -> None:
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        raise Boom("connection_made failed")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+async def test_client_connection_made_raising_fails_create_connection(
+    server_ctx, client_ctx
+) -> None:
+    protocols: list[ExplodingProtocol] = []
+
+    def factory() -> ExplodingProtocol:
+        protocols.append(ExplodingProtocol())
+        return protocols[-1]
+
+    async with tls_server(echo, server_ctx) as (server, port):
+        with pytest.raises(Boom):
+            await asyncio.wait_for(
+                aiotls.create_connection(
+                    factory, "127.0.0.1", port, context=client_ctx, servername="localhost"
+                ),
+                5,
+            )
+        assert isinstance(await asyncio.wait_for(protocols[0].lost, 5), Boom)
+        await eventually(lambda: server.get_connections() == 0)
+        assert server.get_connections() == 0
+
+
+async def test_server_connection_made_raising_closes_and_logs(
+    server_ctx, client_ctx, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiotls")
+    protocols: list[ExplodingProtocol] = []
+
+    def factory() -> ExplodingProtocol:
+        protocols.append(ExplodingProtocol())
+        return protocols[-1]
+
+    server = await aiotls.create_server(factory, "127.0.0.1", 0, context=server_ctx)
+    async with server:
+        address = server.address()
+        assert isinstance(address, dict)
+        with contextlib.suppress(aiotls.TLSError, ConnectionError):
+            reader, writer = await _client(address["port"], client_ctx)
+            try:
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+            finally:
+                writer.close()
+        assert isinstance(await asyncio.wait_for(protocols[0].lost, 5), Boom)
+        await eventually(lambda: server.get_connections() == 0)
+        assert server.get_connections() == 0
+    errors = [r for r in _aiotls_records(caplog) if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], Boom)
 
 
 # -- a server needs a certificate source -----------------------------------------

@@ -565,7 +565,13 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                     if not engine.read():
                         break
                 elif self._app_buffered:
-                    buf = app.get_buffer(-1)  # type: ignore[attr-defined]
+                    try:  # asyncio's contract: an empty buffer is an error, as is raising
+                        buf = app.get_buffer(-1)  # type: ignore[attr-defined]
+                        if not len(buf):
+                            raise RuntimeError("get_buffer() returned an empty buffer")
+                    except Exception as exc:
+                        self._app_failed("get_buffer()", exc)
+                        return
                     n = engine.read_into(buf, len(buf))
                     if not n:
                         break

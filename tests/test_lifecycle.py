@@ -138,6 +138,46 @@ async def test_server_connection_made_raising_closes_and_logs(
     assert isinstance(errors[0].exc_info[1], Boom)
 
 
+# -- a BufferedProtocol's get_buffer --------------------------------------------
+
+
+class BadBuffer(asyncio.BufferedProtocol):
+    """get_buffer returns an empty buffer, or raises."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.mode == "raise":
+            raise Boom("no buffer today")
+        return memoryview(bytearray())
+
+    def buffer_updated(self, nbytes: int) -> None:
+        raise AssertionError("nothing can have been written into the buffer")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost.set_result(exc)
+
+
+@pytest.mark.parametrize("mode", ["empty", "raise"])
+async def test_get_buffer_failure_reaches_connection_lost(server_ctx, client_ctx, mode) -> None:
+    async with tls_server(echo, server_ctx) as (server, port):
+        transport, protocol = await aiotls.create_connection(
+            lambda: BadBuffer(mode), "127.0.0.1", port, context=client_ctx, servername="localhost"
+        )
+        transport.write(b"echo me")
+        exc = await asyncio.wait_for(protocol.lost, 5)
+        if mode == "empty":
+            assert isinstance(exc, RuntimeError)
+            assert str(exc) == "get_buffer() returned an empty buffer"
+        else:
+            assert isinstance(exc, Boom)
+        assert transport.is_closing()
+        await eventually(lambda: server.get_connections() == 0)
+        assert server.get_connections() == 0
+
+
 # -- a server needs a certificate source -----------------------------------------
 
 

@@ -84,6 +84,34 @@ def _log_hook_failure(task: asyncio.Future[Any]) -> None:
         log.error("aiotls hook failed", exc_info=task.exception())
 
 
+#: Handshake failures that are the server's doing: its hooks, its SNI contexts, its OpenSSL.
+_SERVER_FAULTS = frozenset(
+    {"ERR_TLS_HOOK", "ERR_TLS_SNI_FROM_SERVER", "ERR_TLS_FEATURE_UNAVAILABLE"}
+)
+
+
+def _log_handshake_failure(exc: BaseException, peer: object) -> None:
+    """Log a failed server handshake nobody hooked, split as nginx does: what the client
+    caused (junk, timeouts, no shared cipher, resets) at INFO without a traceback, what the
+    server caused (a hook, a bad SNI context, a missing feature, a bug) at ERROR with one."""
+    if isinstance(exc, TLSError):
+        server_fault = exc.code in _SERVER_FAULTS
+    else:
+        server_fault = not isinstance(exc, OSError)  # a reset is the client's; else a bug
+    if isinstance(peer, tuple):
+        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+        peer = f"{host}:{peer[1]}"
+    code = getattr(exc, "code", type(exc).__name__)
+    log.log(
+        logging.ERROR if server_fault else logging.INFO,
+        "TLS handshake with %s failed: %s: %s",
+        peer or "a unix socket peer",
+        code,
+        exc,
+        exc_info=exc if server_fault else None,
+    )
+
+
 class _State(enum.Enum):
     HANDSHAKING = "handshaking"
     OPEN = "open"
@@ -537,7 +565,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._options.on_tls_client_error is not None:
             call_hook(self._loop, self._options.on_tls_client_error, exc, self)
         elif self._options.server_side:
-            log.debug("TLS handshake failed: %r", exc)
+            _log_handshake_failure(exc, self.get_extra_info("peername"))
 
     # -- data path -------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,64 @@ async def test_server_with_sni_callback_only_starts(server_ctx, client_ctx) -> N
         writer.close()
         await writer.wait_closed()
     assert names == ["localhost"]
+
+
+# -- handshake failures are logged --------------------------------------------
+
+
+async def test_client_caused_handshake_failure_logged_at_info(
+    server_ctx, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiotls")
+    async with tls_server(echo, server_ctx) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        client_port = writer.get_extra_info("sockname")[1]
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")  # plain HTTP to a TLS port
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await eventually(lambda: _aiotls_records(caplog))
+    records = _aiotls_records(caplog)
+    assert len(records) == 1, records
+    record = records[0]
+    assert record.levelno == logging.INFO and record.exc_info is None
+    message = record.getMessage()
+    assert f"127.0.0.1:{client_port}" in message
+    assert re.search(r"\bERR_SSL_\w+", message), message
+
+
+async def test_server_caused_handshake_failure_logged_at_error(
+    server_ctx, ca_pem: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiotls")
+
+    def sni(name: str | None) -> None:
+        raise Boom("the SNI table is broken")
+
+    async with tls_server(echo, server_ctx, sni_callback=sni) as (server, port):
+        with pytest.raises((aiotls.TLSError, ConnectionError)):
+            await aiotls.open_connection("127.0.0.1", port, ca=ca_pem, servername="localhost")
+        await eventually(lambda: _aiotls_records(caplog))
+    records = _aiotls_records(caplog)
+    assert len(records) == 1, records
+    record = records[0]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert "ERR_TLS_SNI_FROM_SERVER" in record.getMessage()
+    assert isinstance(record.exc_info[1], aiotls.TLSError)
+    assert isinstance(record.exc_info[1].__cause__, Boom)
+
+
+async def test_on_tls_client_error_replaces_the_log(
+    server_ctx, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aiotls")
+    failures: list[BaseException] = []
+    async with tls_server(
+        echo, server_ctx, on_tls_client_error=lambda exc, t: failures.append(exc)
+    ) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n\r\n")
+        await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        await eventually(lambda: failures)
+    assert len(failures) == 1 and isinstance(failures[0], aiotls.TLSError)
+    assert not _aiotls_records(caplog)

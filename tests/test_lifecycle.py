@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,8 @@ from util import echo, eventually, tls_server
 
 import aiotls
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 async def _client(port: int, ctx: aiotls.SecureContext) -> tuple[Any, Any]:
@@ -274,3 +277,84 @@ async def test_on_tls_client_error_replaces_the_log(
         await eventually(lambda: failures)
     assert len(failures) == 1 and isinstance(failures[0], aiotls.TLSError)
     assert not _aiotls_records(caplog)
+
+
+# -- the README's server example survives a client without close_notify -----------
+
+
+def _readme_example() -> dict[str, Any]:
+    """The README's "A server and a client" block, executed as a module (main() not run)."""
+    text = README.read_text()
+    section = text.split("## A server and a client", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {"__name__": "readme_example"}
+    exec(compile(block.group(1), str(README), "exec"), namespace)
+    return namespace
+
+
+async def test_readme_server_survives_client_without_close_notify(server_ctx, client_ctx) -> None:
+    handle = _readme_example()["handle"]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    outcomes: list[asyncio.Future[BaseException | None]] = []
+
+    async def observed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        outcome = loop.create_future()
+        outcomes.append(outcome)
+        try:
+            await handle(reader, writer)
+        except BaseException as exc:
+            outcome.set_result(exc)
+            raise
+        outcome.set_result(None)
+
+    try:
+        async with tls_server(observed, server_ctx) as (server, port):
+            reader, writer = await _client(port, client_ctx)
+            writer.write(b"hello")
+            assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+            writer.transport.abort()  # TCP FIN, no close_notify
+            assert await asyncio.wait_for(outcomes[0], 5) is None
+
+            reader, writer = await _client(port, client_ctx)  # still serving
+            writer.write(b"again")
+            assert await asyncio.wait_for(reader.readexactly(5), 5) == b"again"
+            writer.close()
+            await writer.wait_closed()
+            assert await asyncio.wait_for(outcomes[1], 5) is None
+    finally:
+        loop.set_exception_handler(None)
+    assert not unhandled, unhandled
+
+
+async def test_example_echo_server_survives_client_without_close_notify(tmp_path: Path) -> None:
+    ca_file = tmp_path / "ca.pem"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "examples" / "echo_server.py"), "--port", "0", "--once",
+        "--ca-out", str(ca_file),
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        port = 0
+        while not port:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+            assert line, "the example exited before listening"
+            if match := re.match(r"listening on 127\.0\.0\.1:(\d+)", line):
+                port = int(match.group(1))
+        reader, writer = await aiotls.open_connection(
+            "127.0.0.1", port, ca=ca_file.read_bytes(), servername="localhost"
+        )
+        writer.write(b"hello\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"hello\n"
+        writer.transport.abort()  # TCP FIN, no close_notify
+        out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out
+    assert " error: " in out and "Traceback" not in out and "Unhandled" not in out, out

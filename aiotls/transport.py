@@ -105,7 +105,7 @@ def _log_handshake_failure(exc: BaseException, peer: object) -> None:
     log.log(
         logging.ERROR if server_fault else logging.INFO,
         "TLS handshake with %s failed: %s: %s",
-        peer or "a unix socket peer",
+        peer or "an unnamed peer",  # a unix socket client has no name
         code,
         exc,
         exc_info=exc if server_fault else None,

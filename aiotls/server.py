@@ -12,6 +12,7 @@ from typing import Any
 from . import _extended
 from . import options as _options
 from .context import SecureContext, create_secure_context
+from .errors import TLSConfigError
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
@@ -36,6 +37,8 @@ class Server:
         self._options = options
         self._connections: set[TLSTransport] = set()
         self._server: asyncio.Server | None = None
+        self._closed = False
+        self._closed_waiters: list[asyncio.Future[None]] = []
         self._sni_contexts: list[tuple[re.Pattern[str], SecureContext]] = []
         self._sni_options = options
 
@@ -46,10 +49,23 @@ class Server:
             self._factory(),
             self._context,
             self._sni_options,
-            on_lost=self._connections.discard,
+            on_lost=self._connection_lost,
         )
         self._connections.add(tls)
         return tls.raw_protocol
+
+    def _connection_lost(self, tls: TLSTransport) -> None:
+        self._connections.discard(tls)
+        self._wake_closed_waiters()
+
+    def _wake_closed_waiters(self) -> None:
+        """Release wait_closed() once the server is closed and its last connection ended."""
+        if not self._closed or self._connections:
+            return
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- asyncio.Server surface ------------------------------------------------------
 
@@ -59,10 +75,21 @@ class Server:
 
     def close(self) -> None:
         """Stop listening; connections already accepted go on (as in asyncio and Node)."""
+        self._closed = True
         if self._server is not None:
             self._server.close()
+        self._wake_closed_waiters()
 
     async def wait_closed(self) -> None:
+        """Return once close() was called and every accepted connection has ended.
+
+        Node's close(callback) and asyncio's semantics since Python 3.12; on 3.11
+        asyncio.Server.wait_closed() returns without waiting for the connections.
+        """
+        if not self._closed or self._connections:
+            waiter = self._loop.create_future()
+            self._closed_waiters.append(waiter)
+            await waiter
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -189,6 +216,13 @@ async def create_server(
     loop = asyncio.get_running_loop()
     listen = {k: kwargs.pop(k) for k in list(kwargs) if k in _LISTEN_KEYS}
     ctx, opts = _options.split(kwargs, server_side=True, context=context)
+    if not ctx.certificates and opts.sni_callback is None:
+        raise TLSConfigError(
+            "a TLS server needs a certificate: pass key= and cert= (or pfx=), a context= "
+            "that has them, or sni_callback= to choose a context per connection "
+            "(Server.add_context() serves only the names it matches, so it needs a "
+            "default certificate too)"
+        )
     server = Server(loop, protocol_factory, ctx, opts)
     if path is not None:
         listen.pop("reuse_address", None)

@@ -84,6 +84,34 @@ def _log_hook_failure(task: asyncio.Future[Any]) -> None:
         log.error("aiotls hook failed", exc_info=task.exception())
 
 
+#: Handshake failures that are the server's doing: its hooks, its SNI contexts, its OpenSSL.
+_SERVER_FAULTS = frozenset(
+    {"ERR_TLS_HOOK", "ERR_TLS_SNI_FROM_SERVER", "ERR_TLS_FEATURE_UNAVAILABLE"}
+)
+
+
+def _log_handshake_failure(exc: BaseException, peer: object) -> None:
+    """Log a failed server handshake nobody hooked, split as nginx does: what the client
+    caused (junk, timeouts, no shared cipher, resets) at INFO without a traceback, what the
+    server caused (a hook, a bad SNI context, a missing feature, a bug) at ERROR with one."""
+    if isinstance(exc, TLSError):
+        server_fault = exc.code in _SERVER_FAULTS
+    else:
+        server_fault = not isinstance(exc, OSError)  # a reset is the client's; else a bug
+    if isinstance(peer, tuple):
+        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+        peer = f"{host}:{peer[1]}"
+    code = getattr(exc, "code", type(exc).__name__)
+    log.log(
+        logging.ERROR if server_fault else logging.INFO,
+        "TLS handshake with %s failed: %s: %s",
+        peer or "an unnamed peer",  # a unix socket client has no name
+        code,
+        exc,
+        exc_info=exc if server_fault else None,
+    )
+
+
 class _State(enum.Enum):
     HANDSHAKING = "handshaking"
     OPEN = "open"
@@ -501,7 +529,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._state = _State.OPEN
         self._app_connected = True
         if self._connect_app:
-            self._app.connection_made(self)
+            try:
+                self._app.connection_made(self)
+            except Exception as exc:
+                self._app_failed("connection_made()", exc)
+                return
         if self._writing_paused:
             self._app.pause_writing()
         if self._waiter is not None and not self._waiter.done():
@@ -509,6 +541,15 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._options.on_secure_connection is not None:
             call_hook(self._loop, self._options.on_secure_connection, self)
         self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
+
+    def _app_failed(self, where: str, exc: Exception) -> None:
+        """The application protocol failed: close the connection (it gets connection_lost),
+        raising the error from create_connection, or logging it when nobody awaits one."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        else:
+            log.error("%s of %r failed; connection closed", where, self._app, exc_info=exc)
+        self._fatal(exc)
 
     def _handshake_failed(self, exc: BaseException) -> None:
         if self._state is not _State.HANDSHAKING:
@@ -524,7 +565,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._options.on_tls_client_error is not None:
             call_hook(self._loop, self._options.on_tls_client_error, exc, self)
         elif self._options.server_side:
-            log.debug("TLS handshake failed: %r", exc)
+            _log_handshake_failure(exc, self.get_extra_info("peername"))
 
     # -- data path -------------------------------------------------------------------
 
@@ -552,7 +593,13 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                     if not engine.read():
                         break
                 elif self._app_buffered:
-                    buf = app.get_buffer(-1)  # type: ignore[attr-defined]
+                    try:  # asyncio's contract: an empty buffer is an error, as is raising
+                        buf = app.get_buffer(-1)  # type: ignore[attr-defined]
+                        if not len(buf):
+                            raise RuntimeError("get_buffer() returned an empty buffer")
+                    except Exception as exc:
+                        self._app_failed("get_buffer()", exc)
+                        return
                     n = engine.read_into(buf, len(buf))
                     if not n:
                         break

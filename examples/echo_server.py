@@ -9,8 +9,10 @@ Without ``--key``/``--cert`` it makes an ephemeral CA and a certificate for
 localhost/127.0.0.1/::1 in memory (:mod:`aiotls.pki`) and writes the CA
 certificate to ``--ca-out`` (default: ``aiotls-example-ca.pem`` in the temporary
 directory), which is where ``echo_client.py`` looks for it by default. Every line
-a client sends comes back unchanged. ``--once`` exits after the first client
-(handy in scripts and tests); otherwise stop it with Ctrl-C.
+a client sends comes back unchanged. A client that leaves without TLS close_notify
+is reported as an error (its data may have been cut short) and the server goes on,
+as in the README's example. ``--once`` exits after the first client (handy in
+scripts and tests); otherwise stop it with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ async def main(args: argparse.Namespace) -> None:
                 writer.write(line)
                 await writer.drain()
         except (aiotls.TLSError, ConnectionError) as exc:
+            # e.g. TCP EOF without close_notify (ERR_SSL_UNEXPECTED_EOF_WHILE_READING):
+            # TLS cannot tell it from a truncation attack, so aiotls reports it.
             print(f"{peer[0]}:{peer[1]} error: {exc}", flush=True)
         finally:
             writer.close()

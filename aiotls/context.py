@@ -10,9 +10,11 @@ OpenSSL refuses, with OpenSSL's reason in the message.
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -44,6 +46,58 @@ CONTEXT_OPTIONS = frozenset(
         "npn_protocols", "ticket_keys",
     }
 )  # fmt: skip
+
+#: Names that asyncio, the ssl module and Node users reach for, and aiotls's option for each.
+_SYNONYMS = {
+    "server_hostname": "servername", "hostname": "servername", "sni": "servername",
+    "ssl": "context", "ssl_context": "context", "secure_context": "context",
+    "cafile": "ca", "capath": "ca", "cadata": "ca", "certfile": "cert", "keyfile": "key",
+    "password": "passphrase", "ssl_handshake_timeout": "handshake_timeout",
+    "ssl_shutdown_timeout": "shutdown_timeout", "check_hostname": "check_server_identity",
+    "verify_mode": "reject_unauthorized", "alpn": "alpn_protocols",
+    "alpn_callback": "alpn_protocols", "npn": "npn_protocols",
+    "keylog_filename": "sslkeylogfile",
+}  # fmt: skip
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _likely_option(name: str, candidates: Collection[str]) -> str | None:
+    """The option ``name`` most likely meant: its snake_case form (Node's camelCase names),
+    a known synonym, or the closest spelling."""
+    snake = _CAMEL_HUMP.sub("_", name).lower()
+    if snake in candidates or snake in _SYNONYMS:
+        return _SYNONYMS.get(snake, snake)
+    close = difflib.get_close_matches(snake, candidates, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_options(
+    where: str,
+    names: Collection[str],
+    known: Collection[str],
+    elsewhere: Mapping[str, str] | None = None,
+) -> TypeError:
+    """The TypeError for keywords ``where`` does not take, each with the option it likely meant.
+
+    ``known`` are the names ``where`` accepts; ``elsewhere`` maps names it does not (a
+    server option given to a client) to what they are.
+    """
+    other = elsewhere or {}
+    parts = []
+    for name in sorted(names):
+        guess = _likely_option(name, [*known, *other])
+        if name in other:
+            hint = f" ({other[name]})"
+        elif guess is None:
+            hint = ""
+        elif guess in known:
+            hint = f" (did you mean {guess!r}?)"
+        else:  # a synonym's target that ``where`` does not take: a connection option
+            where_it_goes = other.get(guess, f"an option of the connection, not of {where}")
+            hint = f" (did you mean {guess!r}? {where_it_goes})"
+        parts.append(f"unknown option {name!r}{hint}")
+    return TypeError(f"{where}: {'; '.join(parts)}")
+
 
 #: OpenSSL's own default group list (3.5+): post-quantum X25519MLKEM768 and X25519 key
 #: shares in the first flight, then the classic curves; "?" skips names a build lacks.
@@ -220,7 +274,7 @@ def create_secure_context(**options: Any) -> SecureContext:
     """
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
-        raise TypeError(f"create_secure_context: unknown option(s): {', '.join(sorted(unknown))}")
+        raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
     ctx = SSL.Context(SSL.TLS_METHOD)
     # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
     ctx.clear_mode(b.PARTIAL_WRITE_MODE)

@@ -485,13 +485,44 @@ def _passphrase(option: str, value: object) -> bytes | None:
     raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
 
 
+#: The two ways a PEM private key says it is encrypted (PKCS#8, and OpenSSL's legacy form).
+_ENCRYPTED_KEY = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED")
+
+
 def _load_key(pem: bytes, passphrase: bytes | None) -> Any:
+    """A private key from PEM; the passphrase is used only if the key is encrypted.
+
+    Node ignores a passphrase given with a plain key (one shared passphrase may serve
+    several keys and pfx files, some of them unencrypted).
+    """
+    encrypted = _ENCRYPTED_KEY.search(pem) is not None
     try:
-        return serialization.load_pem_private_key(pem, passphrase)
-    except TypeError as exc:  # encrypted key without passphrase, or the reverse
+        return serialization.load_pem_private_key(pem, passphrase if encrypted else None)
+    except TypeError as exc:  # encrypted, and no passphrase
         raise TLSConfigError(f"key: {exc}") from None
     except ValueError as exc:
-        raise TLSConfigError(f"key: cannot load private key (bad passphrase?): {exc}") from None
+        hint = " (bad passphrase?)" if encrypted else ""
+        raise TLSConfigError(f"key: cannot load private key{hint}: {exc}") from None
+
+
+def _load_pfx(pfx: object, passphrase: bytes | None) -> tuple[Any, list[x509.Certificate]]:
+    """The key and chain of a PKCS#12; as for keys, a passphrase is ignored when the
+    PKCS#12 turns out not to need it."""
+    if not isinstance(pfx, bytes):
+        raise TypeError("pfx: expected the PKCS#12 bytes")
+    error: ValueError | None = None
+    for password in (passphrase, None) if passphrase is not None else (None,):
+        try:
+            key, leaf, extra = pkcs12.load_key_and_certificates(pfx, password)
+            break
+        except ValueError as exc:
+            error = error or exc
+    else:
+        hint = "bad passphrase?" if passphrase is not None else "encrypted? give passphrase"
+        raise TLSConfigError(f"pfx: cannot load PKCS#12 ({hint}): {error}") from None
+    if key is None or leaf is None:
+        raise TLSConfigError("pfx: the PKCS#12 holds no private key and certificate")
+    return key, [leaf, *extra]
 
 
 def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
@@ -499,16 +530,7 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
     passphrase = _passphrase("passphrase", options.get("passphrase"))
     pairs: list[tuple[Any, list[x509.Certificate]]] = []
     if options.get("pfx") is not None:
-        pfx = options["pfx"]
-        if not isinstance(pfx, bytes):
-            raise TypeError("pfx: expected the PKCS#12 bytes")
-        try:
-            key, leaf, extra = pkcs12.load_key_and_certificates(pfx, passphrase)
-        except ValueError as exc:
-            raise TLSConfigError(f"pfx: cannot load PKCS#12 (bad passphrase?): {exc}") from None
-        if key is None or leaf is None:
-            raise TLSConfigError("pfx: the PKCS#12 holds no private key and certificate")
-        pairs.append((key, [leaf, *extra]))
+        pairs.append(_load_pfx(options["pfx"], passphrase))
     key_opt, cert_opt = options.get("key"), options.get("cert")
     if (key_opt is None) != (cert_opt is None):
         raise TLSConfigError("key and cert must be given together")

@@ -1,5 +1,7 @@
 """Option values as Python users give them (issue 7, items 10, 18 and 19b).
 
+- a shared passphrase is ignored by keys and pfx files that are not encrypted (Node's rule),
+  and "bad passphrase?" is said only where a passphrase could be the problem;
 - an unknown keyword names the option it most likely meant, at create_secure_context and
   at every front door, while asyncio's own listen/connect keywords stay valid.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import pytest
 import trustme
 from parity import HOST, Pki, connected, issue, serving
+from test_parity_context import PASSPHRASE, encrypted, pkcs12_of
 
 import aiotls
 
@@ -24,6 +27,35 @@ pytestmark = pytest.mark.timeout(20)
 @pytest.fixture(scope="module")
 def rsa() -> Pki:
     return issue(trustme.CA(key_type=trustme.KeyType.RSA), trustme.KeyType.RSA)
+
+
+# -- item 10: passphrases -------------------------------------------------------------
+
+
+def test_shared_passphrase_is_ignored_where_nothing_is_encrypted(rsa: Pki) -> None:
+    plain_pfx = pkcs12_of(rsa, None)
+    for options in (
+        {"key": rsa.key, "cert": rsa.chain},
+        {"key": [{"pem": rsa.key, "passphrase": "unused"}], "cert": rsa.chain},
+        {"pfx": plain_pfx},
+    ):
+        ctx = aiotls.create_secure_context(passphrase=PASSPHRASE, **options)
+        assert ctx.certificates[0] == rsa.cert
+
+
+def test_bad_passphrase_is_suspected_only_where_it_matters(rsa: Pki) -> None:
+    corrupt = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(aiotls.TLSConfigError, match=r"^key: cannot load private key: ") as info:
+        aiotls.create_secure_context(key=corrupt, cert=rsa.chain, passphrase=PASSPHRASE)
+    assert "passphrase" not in str(info.value)
+    locked = encrypted(rsa.key, PASSPHRASE)
+    with pytest.raises(aiotls.TLSConfigError, match=r"^key: .*\(bad passphrase\?\)"):
+        aiotls.create_secure_context(key=locked, cert=rsa.chain, passphrase="wrong")
+    pfx = pkcs12_of(rsa, PASSPHRASE)
+    with pytest.raises(aiotls.TLSConfigError, match=r"^pfx: .*\(bad passphrase\?\)"):
+        aiotls.create_secure_context(pfx=pfx, passphrase="wrong")
+    with pytest.raises(aiotls.TLSConfigError, match=r"^pfx: .*\(encrypted\? give passphrase\)"):
+        aiotls.create_secure_context(pfx=pfx)
 
 
 # -- item 19b: unknown keywords -------------------------------------------------------

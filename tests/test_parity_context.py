@@ -114,7 +114,16 @@ def encrypted(key_pem: str, passphrase: str) -> str:
 
 @pytest.mark.parametrize(
     "form",
-    ["str", "bytes", "list", "passphrase", "passphrase-bytes", "per-key", "per-key-wins"],
+    [
+        "str",
+        "bytes",
+        "list",
+        "passphrase",
+        "passphrase-bytes",
+        "passphrase-plain-key",
+        "per-key",
+        "per-key-wins",
+    ],
 )
 async def test_key_forms_serve_their_certificate(form: str, ec: Pki) -> None:
     locked = encrypted(ec.key, PASSPHRASE)
@@ -124,6 +133,8 @@ async def test_key_forms_serve_their_certificate(form: str, ec: Pki) -> None:
         "list": {"key": [ec.key]},
         "passphrase": {"key": locked, "passphrase": PASSPHRASE},
         "passphrase-bytes": {"key": locked.encode(), "passphrase": PASSPHRASE.encode()},
+        # A passphrase given with a plain key is ignored, as in Node.
+        "passphrase-plain-key": {"key": ec.key, "passphrase": PASSPHRASE},
         "per-key": {"key": [{"pem": locked, "passphrase": PASSPHRASE}]},
         # The key's own passphrase is used, not the shared one (Node's rule).
         "per-key-wins": {"key": [{"pem": locked, "passphrase": PASSPHRASE}], "passphrase": "no"},
@@ -205,12 +216,18 @@ def test_key_not_matching_cert_fails(rsa: Pki, ec: Pki) -> None:
 # -- pfx -----------------------------------------------------------------------------
 
 
-def pkcs12_of(pki: Pki | None, passphrase: str, *extra: x509.Certificate) -> bytes:
-    """A PKCS#12 of ``pki``'s key and leaf (None: no key, no leaf) plus ``extra`` certificates."""
+def pkcs12_of(pki: Pki | None, passphrase: str | None, *extra: x509.Certificate) -> bytes:
+    """A PKCS#12 of ``pki``'s key and leaf (None: no key, no leaf) plus ``extra`` certificates;
+    encrypted unless ``passphrase`` is None."""
     key = serialization.load_pem_private_key(pki.key.encode(), None) if pki else None
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase is not None
+        else serialization.NoEncryption()
+    )
     return pkcs12.serialize_key_and_certificates(
         b"aiotls", key, pki.cert if pki else None, list(extra) or None,  # type: ignore[arg-type]
-        serialization.BestAvailableEncryption(passphrase.encode()),
+        encryption,
     )  # fmt: skip
 
 

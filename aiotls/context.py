@@ -120,6 +120,18 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
 
 Pem = str | bytes
 _SHA256 = hashes.SHA256()
+_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+
+
+def _each(value: object) -> list[object]:
+    """One option value or a list (or tuple) of them, as a list."""
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _given(options: dict[str, Any], name: str) -> list[object]:
+    """An option's values as a list (none when it is absent or None)."""
+    value = options.get(name)
+    return [] if value is None else _each(value)
 
 
 def _pem_list(option: str, value: object) -> list[bytes]:
@@ -505,15 +517,22 @@ def _load_key(pem: bytes, passphrase: bytes | None) -> Any:
         raise TLSConfigError(f"key: cannot load private key{hint}: {exc}") from None
 
 
-def _load_pfx(pfx: object, passphrase: bytes | None) -> tuple[Any, list[x509.Certificate]]:
-    """The key and chain of a PKCS#12; as for keys, a passphrase is ignored when the
-    PKCS#12 turns out not to need it."""
-    if not isinstance(pfx, bytes):
+def _load_pfx(item: object, passphrase: bytes | None) -> tuple[Any, list[x509.Certificate]]:
+    """The key and chain of one pfx value: PKCS#12 bytes, or ``{"buf", "passphrase"}``.
+
+    As for keys, a passphrase is ignored when the PKCS#12 turns out not to need it.
+    """
+    if isinstance(item, dict):
+        data = item.get("buf")
+        passphrase = _passphrase("pfx", item.get("passphrase")) or passphrase
+    else:
+        data = item
+    if not isinstance(data, bytes):
         raise TypeError("pfx: expected the PKCS#12 bytes")
     error: ValueError | None = None
     for password in (passphrase, None) if passphrase is not None else (None,):
         try:
-            key, leaf, extra = pkcs12.load_key_and_certificates(pfx, password)
+            key, leaf, extra = pkcs12.load_key_and_certificates(data, password)
             break
         except ValueError as exc:
             error = error or exc
@@ -525,37 +544,53 @@ def _load_pfx(pfx: object, passphrase: bytes | None) -> tuple[Any, list[x509.Cer
     return key, [leaf, *extra]
 
 
+def _spki(key: Any) -> bytes:
+    """A public key's SubjectPublicKeyInfo DER: what pairs a key with its certificate."""
+    return bytes(key.public_bytes(serialization.Encoding.DER, _SPKI))
+
+
+def _pair(
+    keys: list[Any], chains: list[list[x509.Certificate]]
+) -> list[tuple[Any, list[x509.Certificate]]]:
+    """Give each key the chain whose leaf carries its public key, whatever the order (Node's
+    test-tls-multi-key gives ``key=[ec, rsa], cert=[rsa, ec]``)."""
+    free = list(chains)
+    pairs, strays = [], []
+    for n, key in enumerate(keys, 1):
+        spki = _spki(key.public_key())
+        chain = next((c for c in free if _spki(c[0].public_key()) == spki), None)
+        if chain is None:
+            strays.append((n, key))
+        else:
+            free.remove(chain)
+            pairs.append((key, chain))
+    if len(strays) > len(free):
+        n = strays[len(free)][0]
+        raise TLSConfigError(f"key: key #{n} has no certificate (no leaf in cert has its key)")
+    if len(free) > len(strays):
+        subject = free[len(strays)][0].subject.rfc4514_string()
+        raise TLSConfigError(f"cert: no key given for the certificate {subject!r}")
+    # As many strays as free chains: pair them in order and let OpenSSL say how they differ.
+    return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
+
+
 def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
-    """Install key/cert (and pfx); returns our certificates, leaves first."""
+    """Install pfx and key/cert; returns our certificates, leaves first."""
     passphrase = _passphrase("passphrase", options.get("passphrase"))
-    pairs: list[tuple[Any, list[x509.Certificate]]] = []
-    if options.get("pfx") is not None:
-        pairs.append(_load_pfx(options["pfx"], passphrase))
-    key_opt, cert_opt = options.get("key"), options.get("cert")
-    if (key_opt is None) != (cert_opt is None):
-        raise TLSConfigError("key and cert must be given together")
-    if key_opt is not None:
-        keys = []
-        for item in key_opt if isinstance(key_opt, list) else [key_opt]:
-            if isinstance(item, dict):
-                pem = _pem_list("key", item.get("pem"))[0]
-                keys.append(
-                    _load_key(pem, _passphrase("key", item.get("passphrase")) or passphrase)
-                )
-            else:
-                keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
-        chains = [
-            _certs("cert", c) for c in (cert_opt if isinstance(cert_opt, list) else [cert_opt])
-        ]
-        if len(chains) == 1 and len(keys) > 1:
-            raise TLSConfigError("cert: give one certificate chain per key")
-        if len(keys) != len(chains):
-            raise TLSConfigError("key/cert: give as many keys as certificate chains")
-        pairs += list(zip(keys, chains, strict=True))
+    pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
+    keys = []
+    for item in _given(options, "key"):
+        if isinstance(item, dict):  # Node's {pem, passphrase}: the key's own passphrase wins
+            own = _passphrase("key", item.get("passphrase"))
+            keys.append(_load_key(_pem_list("key", item.get("pem"))[0], own or passphrase))
+        else:
+            keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
+    chains = [_certs("cert", c) for c in _given(options, "cert")]
+    if not all(chains):
+        raise TLSConfigError("cert: no certificate found in the PEM data")
+    pairs += _pair(keys, chains)
     certs: list[x509.Certificate] = []
     for key, chain in pairs:
-        if not chain:
-            raise TLSConfigError("cert: no certificate found in the PEM data")
         ctx.use_certificate(chain[0])
         try:
             ctx.use_privatekey(key)

@@ -38,6 +38,7 @@ def test_shared_passphrase_is_ignored_where_nothing_is_encrypted(rsa: Pki) -> No
         {"key": rsa.key, "cert": rsa.chain},
         {"key": [{"pem": rsa.key, "passphrase": "unused"}], "cert": rsa.chain},
         {"pfx": plain_pfx},
+        {"pfx": [{"buf": plain_pfx, "passphrase": "unused"}]},
     ):
         ctx = aiotls.create_secure_context(passphrase=PASSPHRASE, **options)
         assert ctx.certificates[0] == rsa.cert

@@ -5,6 +5,10 @@ on either side (Node's contexts are too). Option names are the snake_case forms 
 Node's; each bad value raises at once, naming the option: TypeError for a wrong
 type, :class:`~aiotls.errors.TLSConfigError` (a ValueError) for material or values
 OpenSSL refuses, with OpenSSL's reason in the message.
+
+key, cert, ca, crl, pfx and dhparam take their material as contents (a ``str`` is PEM
+text) or as an ``os.PathLike`` file to read (``pathlib.Path``); a file that cannot be
+read raises the ``OSError`` of ``open`` (FileNotFoundError, ...) with the option named.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import hashlib
+import os
 import re
 import warnings
 from collections.abc import Collection, Mapping, Sequence
@@ -118,9 +123,13 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
     for suffix in ("_method", "_server_method", "_client_method")
 }
 
-Pem = str | bytes
+#: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
+Pem = str | bytes | os.PathLike[str]
 _SHA256 = hashes.SHA256()
 _SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+_PEM_BEGIN = b"-----BEGIN "
+#: Files are read up to this size (a system CA bundle is ~200 KiB); larger is a mistake.
+_MAX_FILE = 16 * 2**20
 
 
 def _each(value: object) -> list[object]:
@@ -134,25 +143,55 @@ def _given(options: dict[str, Any], name: str) -> list[object]:
     return [] if value is None else _each(value)
 
 
-def _pem_list(option: str, value: object) -> list[bytes]:
-    """One PEM string/bytes or a sequence of them, as a list of bytes."""
-    items: Sequence[object]
+def _names_file(value: str | bytes) -> bool:
+    """Whether a str/bytes value that is not PEM is the name of an existing file."""
+    return len(value) < 4096 and os.path.isfile(value)
+
+
+def _read(option: str, value: object, *, pem: bool = True) -> bytes:
+    """The bytes of one value: an os.PathLike is a file to read, str or bytes the data itself.
+
+    Data without a PEM block fails here, saying what it looks like (a file name meant as
+    a path, say) rather than leaving a parser to report garbage. PKCS#12 (``pem=False``)
+    is binary: bytes or a path, never a str.
+    """
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_FILE + 1)
+        except OSError as exc:  # FileNotFoundError and kin, naming the option and the path
+            raise OSError(exc.errno, f"{option}: {exc.strerror}", path) from None
+        if len(data) > _MAX_FILE:
+            raise TLSConfigError(f"{option}: file {path!r} is larger than {_MAX_FILE >> 20} MiB")
+        if pem and _PEM_BEGIN not in data:
+            raise TLSConfigError(f"{option}: no PEM data ('-----BEGIN') in file {path!r}")
+        return data
     if isinstance(value, str | bytes):
-        items = [value]
-    elif isinstance(value, Sequence):
-        items = value
-    else:
-        raise TypeError(
-            f"{option}: expected PEM str or bytes (or a list), got {type(value).__name__}"
-        )
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            item = item.encode()
-        if not isinstance(item, bytes):
-            raise TypeError(f"{option}: expected PEM str or bytes, got {type(item).__name__}")
-        out.append(item)
-    return out
+        data = value.encode() if isinstance(value, str) else value
+        if pem and _PEM_BEGIN in data:
+            return data
+        if _names_file(value):
+            name = os.fsdecode(value)
+            raise TLSConfigError(
+                f"{option}: got a file name {name!r}, not {'PEM' if pem else 'PKCS#12'} data;"
+                f" pass pathlib.Path({name!r}) or the file's contents"
+            )
+        if pem:
+            raise TLSConfigError(
+                f"{option}: expected PEM data ('-----BEGIN ...') or a pathlib.Path; got a"
+                f" {type(value).__name__} of length {len(value)} that is neither PEM nor the"
+                " name of an existing file"
+            )
+        if isinstance(value, bytes):
+            return data
+    expected = "PEM str or bytes" if pem else "the PKCS#12 bytes"
+    raise TypeError(f"{option}: expected {expected} or a pathlib.Path, got {type(value).__name__}")
+
+
+def _pem_list(option: str, value: object) -> list[bytes]:
+    """One PEM value or a list of them (str, bytes, or os.PathLike files), as bytes each."""
+    return [_read(option, item) for item in _each(value)]
 
 
 def _certs(option: str, value: object) -> list[x509.Certificate]:
@@ -283,6 +322,11 @@ def create_secure_context(**options: Any) -> SecureContext:
     reject_unauthorized. Defaults: TLS 1.2 minimum, :data:`DEFAULT_CIPHERS`,
     the server's cipher order, and the system trust store for verifying servers
     (``ca`` replaces it).
+
+    Material may be a ``pathlib.Path`` to read (see the module docstring). Keys pair
+    with certificates by public key, in any order, and ``pfx`` (one, a list, or Node's
+    ``{"buf", "passphrase"}``) adds to them; ``passphrase`` is ignored by material
+    that is not encrypted, as in Node.
     """
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
@@ -426,9 +470,7 @@ def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
     dhparam = options.get("dhparam")
     if dhparam is None:
         return
-    pem = dhparam.encode() if isinstance(dhparam, str) else dhparam
-    if not isinstance(pem, bytes):
-        raise TypeError("dhparam: expected PEM str or bytes")
+    pem = _read("dhparam", dhparam)
     try:  # DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, ... }
         der = _der.pem_body(pem)
         (_, body, end), *_ = _der.items(der)
@@ -518,17 +560,15 @@ def _load_key(pem: bytes, passphrase: bytes | None) -> Any:
 
 
 def _load_pfx(item: object, passphrase: bytes | None) -> tuple[Any, list[x509.Certificate]]:
-    """The key and chain of one pfx value: PKCS#12 bytes, or ``{"buf", "passphrase"}``.
+    """The key and chain of one pfx value: PKCS#12 bytes or path, or ``{"buf", "passphrase"}``.
 
     As for keys, a passphrase is ignored when the PKCS#12 turns out not to need it.
     """
     if isinstance(item, dict):
-        data = item.get("buf")
+        data = _read("pfx", item.get("buf"), pem=False)
         passphrase = _passphrase("pfx", item.get("passphrase")) or passphrase
     else:
-        data = item
-    if not isinstance(data, bytes):
-        raise TypeError("pfx: expected the PKCS#12 bytes")
+        data = _read("pfx", item, pem=False)
     error: ValueError | None = None
     for password in (passphrase, None) if passphrase is not None else (None,):
         try:
@@ -582,9 +622,9 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
     for item in _given(options, "key"):
         if isinstance(item, dict):  # Node's {pem, passphrase}: the key's own passphrase wins
             own = _passphrase("key", item.get("passphrase"))
-            keys.append(_load_key(_pem_list("key", item.get("pem"))[0], own or passphrase))
+            keys.append(_load_key(_read("key", item.get("pem")), own or passphrase))
         else:
-            keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
+            keys.append(_load_key(_read("key", item), passphrase))
     chains = [_certs("cert", c) for c in _given(options, "cert")]
     if not all(chains):
         raise TLSConfigError("cert: no certificate found in the PEM data")

@@ -1,5 +1,9 @@
 """Option values as Python users give them (issue 7, items 10, 18 and 19b).
 
+- files as ``pathlib.Path`` for key, cert, ca, crl, pfx and dhparam (also in lists and in
+  per-key ``pem`` / per-pfx ``buf``), read at create time; a ``str`` is PEM content, and a
+  ``str`` that names a file instead gets an error saying how to pass it. A missing file is
+  the ``OSError`` of ``open`` (FileNotFoundError, ...) with the option in its message;
 - a shared passphrase is ignored by keys and pfx files that are not encrypted (Node's rule),
   and "bad passphrase?" is said only where a passphrase could be the problem;
 - an unknown keyword names the option it most likely meant, at create_secure_context and
@@ -12,12 +16,13 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
-from parity import HOST, Pki, connected, issue, serving
-from test_parity_context import PASSPHRASE, encrypted, pkcs12_of
+from parity import FFDHE2048_P, HOST, Pki, connected, dh_pem, error_code, issue, refused, serving
+from test_parity_context import DHE_CLIENT, NO_FFDHE, PASSPHRASE, crl_pem, encrypted, pkcs12_of
 
 import aiotls
 
@@ -27,6 +32,135 @@ pytestmark = pytest.mark.timeout(20)
 @pytest.fixture(scope="module")
 def rsa() -> Pki:
     return issue(trustme.CA(key_type=trustme.KeyType.RSA), trustme.KeyType.RSA)
+
+
+@pytest.fixture(scope="module")
+def files(rsa: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``rsa``'s material as files: plain and encrypted key, chain, CA, pfx, dhparam, CRLs."""
+    d = tmp_path_factory.mktemp("inputs")
+    assert rsa.ca is not None
+    contents: dict[str, str | bytes] = {
+        "key": rsa.key,
+        "locked_key": encrypted(rsa.key, PASSPHRASE),
+        "cert": rsa.chain,
+        "ca": rsa.ca_pem,
+        "stranger_ca": trustme.CA().cert_pem.bytes().decode(),
+        "pfx": pkcs12_of(rsa, PASSPHRASE),
+        "dhparam": dh_pem(FFDHE2048_P),
+        "crl_none": crl_pem(rsa.ca, []),
+        "crl_leaf": crl_pem(rsa.ca, [rsa.cert.serial_number]),
+        "not_pem": "just some text\n",
+    }
+    paths = {}
+    for name, data in contents.items():
+        paths[name] = d / (f"{name}.p12" if name == "pfx" else f"{name}.pem")
+        if isinstance(data, str):
+            paths[name].write_text(data)
+        else:
+            paths[name].write_bytes(data)
+    return paths
+
+
+# -- item 18: paths and contents ------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["paths", "lists", "per-key", "pfx", "per-pfx"])
+async def test_paths_are_files_to_read(form: str, rsa: Pki, files: dict[str, Path]) -> None:
+    server: dict[str, Any] = {
+        "paths": {"key": files["key"], "cert": files["cert"], "dhparam": files["dhparam"]},
+        "lists": {"key": [files["key"]], "cert": [files["cert"]], "dhparam": files["dhparam"]},
+        "per-key": {
+            "key": [{"pem": files["locked_key"], "passphrase": PASSPHRASE}],
+            "cert": files["cert"],
+            "dhparam": files["dhparam"],
+        },
+        "pfx": {"pfx": files["pfx"], "passphrase": PASSPHRASE, "dhparam": files["dhparam"]},
+        "per-pfx": {
+            "pfx": [{"buf": files["pfx"], "passphrase": PASSPHRASE}],
+            "dhparam": files["dhparam"],
+        },
+    }[form]
+    client: dict[str, Any] = {
+        "ca": [files["stranger_ca"], files["ca"]] if form == "lists" else files["ca"],
+        "crl": [files["crl_none"]] if form == "lists" else files["crl_none"],
+    }
+    async with (
+        serving(**server) as served,
+        connected(served.port, **client, **DHE_CLIENT, **NO_FFDHE) as tls,
+    ):
+        assert tls.authorized
+        assert tls.get_peer_certificate()["fingerprint256"] == rsa.fingerprint256
+        # dhparam was read from its file: the DHE suite is on, with its 2048-bit group.
+        assert tls.get_cipher()["name"] == DHE_CLIENT["ciphers"]
+        assert tls.get_ephemeral_key_info() == {"type": "DH", "size": 2048}
+
+
+async def test_crl_path_is_read(rsa: Pki, files: dict[str, Path]) -> None:
+    async with serving(key=files["key"], cert=files["cert"]) as served:
+        exc = await refused(served.port, ca=files["ca"], crl=files["crl_leaf"])
+        assert error_code(exc) == "CERT_REVOKED"
+
+
+OPTIONS_FILES = {
+    "key": "key",
+    "cert": "cert",
+    "ca": "ca",
+    "crl": "crl_none",
+    "dhparam": "dhparam",
+    "pfx": "pfx",
+}
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["str", "bytes"])
+@pytest.mark.parametrize("option", OPTIONS_FILES)
+def test_a_file_name_given_as_contents_says_how_to_pass_it(
+    option: str, as_bytes: bool, files: dict[str, Path]
+) -> None:
+    name = str(files[OPTIONS_FILES[option]])
+    kind = "PKCS#12" if option == "pfx" else "PEM"
+    message = (
+        f"{option}: got a file name '{name}', not {kind} data;"
+        f" pass pathlib.Path('{name}') or the file's contents"
+    )
+    with pytest.raises(aiotls.TLSConfigError, match=f"^{re.escape(message)}$"):
+        aiotls.create_secure_context(**{option: name.encode() if as_bytes else name})
+
+
+@pytest.mark.parametrize("option", ["key", "cert", "ca", "crl", "dhparam"])
+def test_neither_pem_nor_a_file_says_what_was_expected(option: str) -> None:
+    secretish = "c2VjcmV0IGtleSBtYXRlcmlhbA=="  # not PEM, not a file: never echoed back
+    with pytest.raises(aiotls.TLSConfigError) as info:
+        aiotls.create_secure_context(**{option: secretish})
+    message = str(info.value)
+    assert message.startswith(f"{option}: expected PEM data ('-----BEGIN ...') or a pathlib.Path;")
+    assert "neither PEM nor the name of an existing file" in message
+    assert secretish not in message
+    if option != "dhparam":  # the same inside a list (dhparam takes one value)
+        with pytest.raises(aiotls.TLSConfigError, match=f"^{option}: expected PEM data"):
+            aiotls.create_secure_context(**{option: [secretish]})
+    with pytest.raises(aiotls.TLSConfigError, match=r"^key: expected PEM data"):
+        aiotls.create_secure_context(key=[{"pem": secretish}])
+
+
+@pytest.mark.parametrize("option", ["key", "cert", "ca", "crl", "dhparam", "pfx"])
+def test_path_problems_name_the_option_and_the_path(
+    option: str, files: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.pem"
+    with pytest.raises(FileNotFoundError) as info:
+        aiotls.create_secure_context(**{option: missing})
+    assert str(info.value) == f"[Errno 2] {option}: No such file or directory: '{missing}'"
+    assert info.value.filename == str(missing)
+    if option != "pfx":  # PKCS#12 is binary: only PEM options look for a PEM block
+        with pytest.raises(aiotls.TLSConfigError, match=f"^{option}: no PEM data .* in file "):
+            aiotls.create_secure_context(**{option: files["not_pem"]})
+    with pytest.raises(TypeError, match=f"^{option}: expected .* or a pathlib.Path, got int"):
+        aiotls.create_secure_context(**{option: 1234})
+
+
+def test_pfx_str_that_is_not_a_file_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"^pfx: expected the PKCS#12 bytes or a pathlib.Path"):
+        aiotls.create_secure_context(pfx="not bytes")
 
 
 # -- item 10: passphrases -------------------------------------------------------------

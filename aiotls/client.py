@@ -17,6 +17,8 @@ from .transport import TLSTransport
 __all__ = ["create_connection", "open_connection"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
+#: asyncio's connecting keywords the client front doors hand on.
+_CONNECT_KEYS = {"local_addr"}
 
 
 async def _resolve(lookup: Callable[..., Any], host: str, port: int) -> list[tuple[str, int]]:
@@ -47,6 +49,7 @@ async def create_connection(
     verification raises :class:`~aiotls.TLSError` here). SNI and the identity
     check use ``servername``, else ``host`` (an IP address sends no SNI).
     """
+    _options.check_names("create_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
     loop = asyncio.get_running_loop()
     local_addr = kwargs.pop("local_addr", None)
     ctx, opts = _options.split(kwargs, server_side=False, context=context)
@@ -95,6 +98,7 @@ async def open_connection(
     **kwargs: Any,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Like :func:`asyncio.open_connection`, over TLS (see :func:`create_connection`)."""
+    _options.check_names("open_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = StreamProtocol(reader, loop=loop)

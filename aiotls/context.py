@@ -5,14 +5,21 @@ on either side (Node's contexts are too). Option names are the snake_case forms 
 Node's; each bad value raises at once, naming the option: TypeError for a wrong
 type, :class:`~aiotls.errors.TLSConfigError` (a ValueError) for material or values
 OpenSSL refuses, with OpenSSL's reason in the message.
+
+key, cert, ca, crl, pfx and dhparam take their material as contents (a ``str`` is PEM
+text) or as an ``os.PathLike`` file to read (``pathlib.Path``); a file that cannot be
+read raises the ``OSError`` of ``open`` (FileNotFoundError, ...) with the option named.
 """
 
 from __future__ import annotations
 
 import datetime
+import difflib
 import hashlib
+import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -45,6 +52,58 @@ CONTEXT_OPTIONS = frozenset(
     }
 )  # fmt: skip
 
+#: Names that asyncio, the ssl module and Node users reach for, and aiotls's option for each.
+_SYNONYMS = {
+    "server_hostname": "servername", "hostname": "servername", "sni": "servername",
+    "ssl": "context", "ssl_context": "context", "secure_context": "context",
+    "cafile": "ca", "capath": "ca", "cadata": "ca", "certfile": "cert", "keyfile": "key",
+    "password": "passphrase", "ssl_handshake_timeout": "handshake_timeout",
+    "ssl_shutdown_timeout": "shutdown_timeout", "check_hostname": "check_server_identity",
+    "verify_mode": "reject_unauthorized", "alpn": "alpn_protocols",
+    "alpn_callback": "alpn_protocols", "npn": "npn_protocols",
+    "keylog_filename": "sslkeylogfile",
+}  # fmt: skip
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+
+
+def _likely_option(name: str, candidates: Collection[str]) -> str | None:
+    """The option ``name`` most likely meant: its snake_case form (Node's camelCase names),
+    a known synonym, or the closest spelling."""
+    snake = _CAMEL_HUMP.sub("_", name).lower()
+    if snake in candidates or snake in _SYNONYMS:
+        return _SYNONYMS.get(snake, snake)
+    close = difflib.get_close_matches(snake, candidates, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_options(
+    where: str,
+    names: Collection[str],
+    known: Collection[str],
+    elsewhere: Mapping[str, str] | None = None,
+) -> TypeError:
+    """The TypeError for keywords ``where`` does not take, each with the option it likely meant.
+
+    ``known`` are the names ``where`` accepts; ``elsewhere`` maps names it does not (a
+    server option given to a client) to what they are.
+    """
+    other = elsewhere or {}
+    parts = []
+    for name in sorted(names):
+        guess = _likely_option(name, [*known, *other])
+        if name in other:
+            hint = f" ({other[name]})"
+        elif guess is None:
+            hint = ""
+        elif guess in known:
+            hint = f" (did you mean {guess!r}?)"
+        else:  # a synonym's target that ``where`` does not take: a connection option
+            where_it_goes = other.get(guess, f"an option of the connection, not of {where}")
+            hint = f" (did you mean {guess!r}? {where_it_goes})"
+        parts.append(f"unknown option {name!r}{hint}")
+    return TypeError(f"{where}: {'; '.join(parts)}")
+
+
 #: OpenSSL's own default group list (3.5+): post-quantum X25519MLKEM768 and X25519 key
 #: shares in the first flight, then the classic curves; "?" skips names a build lacks.
 DEFAULT_ECDH_CURVE = (
@@ -64,29 +123,75 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
     for suffix in ("_method", "_server_method", "_client_method")
 }
 
-Pem = str | bytes
+#: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
+Pem = str | bytes | os.PathLike[str]
 _SHA256 = hashes.SHA256()
+_SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
+_PEM_BEGIN = b"-----BEGIN "
+#: Files are read up to this size (a system CA bundle is ~200 KiB); larger is a mistake.
+_MAX_FILE = 16 * 2**20
+
+
+def _each(value: object) -> list[object]:
+    """One option value or a list (or tuple) of them, as a list."""
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _given(options: dict[str, Any], name: str) -> list[object]:
+    """An option's values as a list (none when it is absent or None)."""
+    value = options.get(name)
+    return [] if value is None else _each(value)
+
+
+def _names_file(value: str | bytes) -> bool:
+    """Whether a str/bytes value that is not PEM is the name of an existing file."""
+    return len(value) < 4096 and os.path.isfile(value)
+
+
+def _read(option: str, value: object, *, pem: bool = True) -> bytes:
+    """The bytes of one value: an os.PathLike is a file to read, str or bytes the data itself.
+
+    Data without a PEM block fails here, saying what it looks like (a file name meant as
+    a path, say) rather than leaving a parser to report garbage. PKCS#12 (``pem=False``)
+    is binary: bytes or a path, never a str.
+    """
+    if isinstance(value, os.PathLike):
+        path = os.fspath(value)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(_MAX_FILE + 1)
+        except OSError as exc:  # FileNotFoundError and kin, naming the option and the path
+            raise OSError(exc.errno, f"{option}: {exc.strerror}", path) from None
+        if len(data) > _MAX_FILE:
+            raise TLSConfigError(f"{option}: file {path!r} is larger than {_MAX_FILE >> 20} MiB")
+        if pem and _PEM_BEGIN not in data:
+            raise TLSConfigError(f"{option}: no PEM data ('-----BEGIN') in file {path!r}")
+        return data
+    if isinstance(value, str | bytes):
+        data = value.encode() if isinstance(value, str) else value
+        if pem and _PEM_BEGIN in data:
+            return data
+        if _names_file(value):
+            name = os.fsdecode(value)
+            raise TLSConfigError(
+                f"{option}: got a file name {name!r}, not {'PEM' if pem else 'PKCS#12'} data;"
+                f" pass pathlib.Path({name!r}) or the file's contents"
+            )
+        if pem:
+            raise TLSConfigError(
+                f"{option}: expected PEM data ('-----BEGIN ...') or a pathlib.Path; got a"
+                f" {type(value).__name__} of length {len(value)} that is neither PEM nor the"
+                " name of an existing file"
+            )
+        if isinstance(value, bytes):
+            return data
+    expected = "PEM str or bytes" if pem else "the PKCS#12 bytes"
+    raise TypeError(f"{option}: expected {expected} or a pathlib.Path, got {type(value).__name__}")
 
 
 def _pem_list(option: str, value: object) -> list[bytes]:
-    """One PEM string/bytes or a sequence of them, as a list of bytes."""
-    items: Sequence[object]
-    if isinstance(value, str | bytes):
-        items = [value]
-    elif isinstance(value, Sequence):
-        items = value
-    else:
-        raise TypeError(
-            f"{option}: expected PEM str or bytes (or a list), got {type(value).__name__}"
-        )
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            item = item.encode()
-        if not isinstance(item, bytes):
-            raise TypeError(f"{option}: expected PEM str or bytes, got {type(item).__name__}")
-        out.append(item)
-    return out
+    """One PEM value or a list of them (str, bytes, or os.PathLike files), as bytes each."""
+    return [_read(option, item) for item in _each(value)]
 
 
 def _certs(option: str, value: object) -> list[x509.Certificate]:
@@ -217,10 +322,15 @@ def create_secure_context(**options: Any) -> SecureContext:
     reject_unauthorized. Defaults: TLS 1.2 minimum, :data:`DEFAULT_CIPHERS`,
     the server's cipher order, and the system trust store for verifying servers
     (``ca`` replaces it).
+
+    Material may be a ``pathlib.Path`` to read (see the module docstring). Keys pair
+    with certificates by public key, in any order, and ``pfx`` (one, a list, or Node's
+    ``{"buf", "passphrase"}``) adds to them; ``passphrase`` is ignored by material
+    that is not encrypted, as in Node.
     """
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
-        raise TypeError(f"create_secure_context: unknown option(s): {', '.join(sorted(unknown))}")
+        raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
     ctx = SSL.Context(SSL.TLS_METHOD)
     # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
     ctx.clear_mode(b.PARTIAL_WRITE_MODE)
@@ -360,9 +470,7 @@ def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
     dhparam = options.get("dhparam")
     if dhparam is None:
         return
-    pem = dhparam.encode() if isinstance(dhparam, str) else dhparam
-    if not isinstance(pem, bytes):
-        raise TypeError("dhparam: expected PEM str or bytes")
+    pem = _read("dhparam", dhparam)
     try:  # DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, ... }
         der = _der.pem_body(pem)
         (_, body, end), *_ = _der.items(der)
@@ -431,55 +539,98 @@ def _passphrase(option: str, value: object) -> bytes | None:
     raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
 
 
+#: The two ways a PEM private key says it is encrypted (PKCS#8, and OpenSSL's legacy form).
+_ENCRYPTED_KEY = re.compile(rb"-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: *4, *ENCRYPTED")
+
+
 def _load_key(pem: bytes, passphrase: bytes | None) -> Any:
+    """A private key from PEM; the passphrase is used only if the key is encrypted.
+
+    Node ignores a passphrase given with a plain key (one shared passphrase may serve
+    several keys and pfx files, some of them unencrypted).
+    """
+    encrypted = _ENCRYPTED_KEY.search(pem) is not None
     try:
-        return serialization.load_pem_private_key(pem, passphrase)
-    except TypeError as exc:  # encrypted key without passphrase, or the reverse
+        return serialization.load_pem_private_key(pem, passphrase if encrypted else None)
+    except TypeError as exc:  # encrypted, and no passphrase
         raise TLSConfigError(f"key: {exc}") from None
     except ValueError as exc:
-        raise TLSConfigError(f"key: cannot load private key (bad passphrase?): {exc}") from None
+        hint = " (bad passphrase?)" if encrypted else ""
+        raise TLSConfigError(f"key: cannot load private key{hint}: {exc}") from None
+
+
+def _load_pfx(item: object, passphrase: bytes | None) -> tuple[Any, list[x509.Certificate]]:
+    """The key and chain of one pfx value: PKCS#12 bytes or path, or ``{"buf", "passphrase"}``.
+
+    As for keys, a passphrase is ignored when the PKCS#12 turns out not to need it.
+    """
+    if isinstance(item, dict):
+        data = _read("pfx", item.get("buf"), pem=False)
+        passphrase = _passphrase("pfx", item.get("passphrase")) or passphrase
+    else:
+        data = _read("pfx", item, pem=False)
+    error: ValueError | None = None
+    for password in (passphrase, None) if passphrase is not None else (None,):
+        try:
+            key, leaf, extra = pkcs12.load_key_and_certificates(data, password)
+            break
+        except ValueError as exc:
+            error = error or exc
+    else:
+        hint = "bad passphrase?" if passphrase is not None else "encrypted? give passphrase"
+        raise TLSConfigError(f"pfx: cannot load PKCS#12 ({hint}): {error}") from None
+    if key is None or leaf is None:
+        raise TLSConfigError("pfx: the PKCS#12 holds no private key and certificate")
+    return key, [leaf, *extra]
+
+
+def _spki(key: Any) -> bytes:
+    """A public key's SubjectPublicKeyInfo DER: what pairs a key with its certificate."""
+    return bytes(key.public_bytes(serialization.Encoding.DER, _SPKI))
+
+
+def _pair(
+    keys: list[Any], chains: list[list[x509.Certificate]]
+) -> list[tuple[Any, list[x509.Certificate]]]:
+    """Give each key the chain whose leaf carries its public key, whatever the order (Node's
+    test-tls-multi-key gives ``key=[ec, rsa], cert=[rsa, ec]``)."""
+    free = list(chains)
+    pairs, strays = [], []
+    for n, key in enumerate(keys, 1):
+        spki = _spki(key.public_key())
+        chain = next((c for c in free if _spki(c[0].public_key()) == spki), None)
+        if chain is None:
+            strays.append((n, key))
+        else:
+            free.remove(chain)
+            pairs.append((key, chain))
+    if len(strays) > len(free):
+        n = strays[len(free)][0]
+        raise TLSConfigError(f"key: key #{n} has no certificate (no leaf in cert has its key)")
+    if len(free) > len(strays):
+        subject = free[len(strays)][0].subject.rfc4514_string()
+        raise TLSConfigError(f"cert: no key given for the certificate {subject!r}")
+    # As many strays as free chains: pair them in order and let OpenSSL say how they differ.
+    return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
 
 
 def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
-    """Install key/cert (and pfx); returns our certificates, leaves first."""
+    """Install pfx and key/cert; returns our certificates, leaves first."""
     passphrase = _passphrase("passphrase", options.get("passphrase"))
-    pairs: list[tuple[Any, list[x509.Certificate]]] = []
-    if options.get("pfx") is not None:
-        pfx = options["pfx"]
-        if not isinstance(pfx, bytes):
-            raise TypeError("pfx: expected the PKCS#12 bytes")
-        try:
-            key, leaf, extra = pkcs12.load_key_and_certificates(pfx, passphrase)
-        except ValueError as exc:
-            raise TLSConfigError(f"pfx: cannot load PKCS#12 (bad passphrase?): {exc}") from None
-        if key is None or leaf is None:
-            raise TLSConfigError("pfx: the PKCS#12 holds no private key and certificate")
-        pairs.append((key, [leaf, *extra]))
-    key_opt, cert_opt = options.get("key"), options.get("cert")
-    if (key_opt is None) != (cert_opt is None):
-        raise TLSConfigError("key and cert must be given together")
-    if key_opt is not None:
-        keys = []
-        for item in key_opt if isinstance(key_opt, list) else [key_opt]:
-            if isinstance(item, dict):
-                pem = _pem_list("key", item.get("pem"))[0]
-                keys.append(
-                    _load_key(pem, _passphrase("key", item.get("passphrase")) or passphrase)
-                )
-            else:
-                keys += [_load_key(pem, passphrase) for pem in _pem_list("key", item)]
-        chains = [
-            _certs("cert", c) for c in (cert_opt if isinstance(cert_opt, list) else [cert_opt])
-        ]
-        if len(chains) == 1 and len(keys) > 1:
-            raise TLSConfigError("cert: give one certificate chain per key")
-        if len(keys) != len(chains):
-            raise TLSConfigError("key/cert: give as many keys as certificate chains")
-        pairs += list(zip(keys, chains, strict=True))
+    pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
+    keys = []
+    for item in _given(options, "key"):
+        if isinstance(item, dict):  # Node's {pem, passphrase}: the key's own passphrase wins
+            own = _passphrase("key", item.get("passphrase"))
+            keys.append(_load_key(_read("key", item.get("pem")), own or passphrase))
+        else:
+            keys.append(_load_key(_read("key", item), passphrase))
+    chains = [_certs("cert", c) for c in _given(options, "cert")]
+    if not all(chains):
+        raise TLSConfigError("cert: no certificate found in the PEM data")
+    pairs += _pair(keys, chains)
     certs: list[x509.Certificate] = []
     for key, chain in pairs:
-        if not chain:
-            raise TLSConfigError("cert: no certificate found in the PEM data")
         ctx.use_certificate(chain[0])
         try:
             ctx.use_privatekey(key)

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context, expect_bool
+from .context import (
+    CONTEXT_OPTIONS,
+    SecureContext,
+    create_secure_context,
+    expect_bool,
+    unknown_options,
+)
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT", "DEFAULT_SHUTDOWN_TIMEOUT", "ConnectionOptions", "split"]
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "ConnectionOptions",
+    "check_names",
+    "split",
+]
 
 #: asyncio's value (Node's is 120 s): long enough for slow links, short enough to reap stalls.
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0
@@ -108,17 +120,29 @@ def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> Hook | None:
     return both
 
 
+def check_names(
+    where: str,
+    kwargs: Mapping[str, object],
+    *,
+    server_side: bool,
+    passthrough: Collection[str] = (),
+) -> None:
+    """TypeError for a keyword the front door ``where`` does not take, naming the one it likely
+    meant; ``passthrough`` are asyncio's own keywords that the front door hands on."""
+    allowed = CONTEXT_OPTIONS | _BOTH | (_SERVER if server_side else _CLIENT) | set(passthrough)
+    unknown = set(kwargs) - allowed
+    if unknown:
+        other, what = (_CLIENT, "a client option") if server_side else (_SERVER, "a server option")
+        raise unknown_options(where, unknown, allowed | {"context"}, dict.fromkeys(other, what))
+
+
 def split(
     kwargs: dict[str, Any], *, server_side: bool, context: SecureContext | None
 ) -> tuple[SecureContext, ConnectionOptions]:
-    """Validate a front door's keywords; build the context unless one was given."""
-    allowed = _BOTH | (_SERVER if server_side else _CLIENT)
+    """Validate a front door's keywords (their names already passed :func:`check_names`);
+    build the context unless one was given."""
     ctx_kwargs = {k: v for k, v in kwargs.items() if k in CONTEXT_OPTIONS}
     conn_kwargs = {k: v for k, v in kwargs.items() if k not in CONTEXT_OPTIONS}
-    unknown = set(conn_kwargs) - allowed
-    if unknown:
-        side = "server" if server_side else "client"
-        raise TypeError(f"unknown {side} option(s): {', '.join(sorted(unknown))}")
     alpn_callback = None
     if callable(ctx_kwargs.get("alpn_protocols")):
         if not server_side:

@@ -213,6 +213,7 @@ async def create_server(
     on_tls_client_error, ...) and asyncio's listening options (backlog,
     reuse_address, reuse_port, family, flags, start_serving).
     """
+    _options.check_names("create_server", kwargs, server_side=True, passthrough=_LISTEN_KEYS)
     loop = asyncio.get_running_loop()
     listen = {k: kwargs.pop(k) for k in list(kwargs) if k in _LISTEN_KEYS}
     ctx, opts = _options.split(kwargs, server_side=True, context=context)
@@ -249,6 +250,7 @@ async def start_server(
     **kwargs: Any,
 ) -> Server:
     """Like :func:`asyncio.start_server`, over TLS: ``client_connected_cb(reader, writer)``."""
+    _options.check_names("start_server", kwargs, server_side=True, passthrough=_LISTEN_KEYS)
     loop = asyncio.get_running_loop()
 
     def factory() -> asyncio.BaseProtocol:

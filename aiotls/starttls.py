@@ -57,6 +57,7 @@ async def start_tls(
     default is the transport's current protocol); the new TLSTransport is returned,
     as ``loop.start_tls`` does, and ``connection_made`` is not called again.
     """
+    _options.check_names("start_tls", kwargs, server_side=server_side)
     if isinstance(writer_or_transport, asyncio.StreamWriter):
         writer = writer_or_transport
         await writer.drain()

@@ -114,7 +114,16 @@ def encrypted(key_pem: str, passphrase: str) -> str:
 
 @pytest.mark.parametrize(
     "form",
-    ["str", "bytes", "list", "passphrase", "passphrase-bytes", "per-key", "per-key-wins"],
+    [
+        "str",
+        "bytes",
+        "list",
+        "passphrase",
+        "passphrase-bytes",
+        "passphrase-plain-key",
+        "per-key",
+        "per-key-wins",
+    ],
 )
 async def test_key_forms_serve_their_certificate(form: str, ec: Pki) -> None:
     locked = encrypted(ec.key, PASSPHRASE)
@@ -124,6 +133,8 @@ async def test_key_forms_serve_their_certificate(form: str, ec: Pki) -> None:
         "list": {"key": [ec.key]},
         "passphrase": {"key": locked, "passphrase": PASSPHRASE},
         "passphrase-bytes": {"key": locked.encode(), "passphrase": PASSPHRASE.encode()},
+        # A passphrase given with a plain key is ignored, as in Node.
+        "passphrase-plain-key": {"key": ec.key, "passphrase": PASSPHRASE},
         "per-key": {"key": [{"pem": locked, "passphrase": PASSPHRASE}]},
         # The key's own passphrase is used, not the shared one (Node's rule).
         "per-key-wins": {"key": [{"pem": locked, "passphrase": PASSPHRASE}], "passphrase": "no"},
@@ -168,16 +179,33 @@ def test_key_of_wrong_type_is_a_type_error(ec: Pki) -> None:
 # -- several key/cert pairs ----------------------------------------------------------
 
 
+#: The ways to give an RSA and an ECDSA identity together (Node's test-tls-multi-key and
+#: test-tls-multi-pfx): keys pair with certificates by public key, whatever the order.
+MULTI_IDENTITY = {
+    "key-cert": lambda rsa, ec: {"key": [rsa.key, ec.key], "cert": [rsa.chain, ec.chain]},
+    "key-cert-swapped": lambda rsa, ec: {"key": [ec.key, rsa.key], "cert": [rsa.chain, ec.chain]},
+    # One shared passphrase: it opens the pfx and is ignored for the plain EC key.
+    "pfx-and-key-cert": lambda rsa, ec: {
+        "pfx": pkcs12_of(rsa, PASSPHRASE), "passphrase": PASSPHRASE,
+        "key": ec.key, "cert": ec.chain,
+    },
+    "pfx-list": lambda rsa, ec: {
+        "pfx": [{"buf": pkcs12_of(rsa, PASSPHRASE), "passphrase": PASSPHRASE}, pkcs12_of(ec, None)]
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("given", MULTI_IDENTITY)
 @pytest.mark.parametrize(
     ("client_cipher", "expected"),
     [("ECDHE-RSA-AES128-GCM-SHA256", "rsa"), ("ECDHE-ECDSA-AES128-GCM-SHA256", "ec")],
 )
 async def test_rsa_and_ecdsa_pairs_are_picked_by_cipher(
-    client_cipher: str, expected: str, rsa: Pki, ec: Pki
+    client_cipher: str, expected: str, given: str, rsa: Pki, ec: Pki
 ) -> None:
     pkis = {"rsa": rsa, "ec": ec}
     async with (
-        serving(key=[rsa.key, ec.key], cert=[rsa.chain, ec.chain]) as served,
+        serving(**MULTI_IDENTITY[given](rsa, ec)) as served,
         connected(served.port, ca=[rsa.ca_pem, ec.ca_pem], ciphers=client_cipher, **TLS12) as tls,
     ):
         assert tls.authorized
@@ -194,23 +222,36 @@ def test_key_not_matching_cert_fails(rsa: Pki, ec: Pki) -> None:
     other = issue(rsa.ca, trustme.KeyType.RSA)
     with pytest.raises(aiotls.TLSConfigError, match=r"^key: key values mismatch"):
         aiotls.create_secure_context(key=other.key, cert=rsa.chain)
-    # Pairs given in the wrong order. (Node accepts an RSA key with an EC certificate at
-    # create time and fails at the handshake; aiotls refuses at once.)
+    # An RSA key with an EC certificate. (Node accepts that pair at create time and fails
+    # at the handshake; aiotls refuses at once.)
     with pytest.raises(aiotls.TLSConfigError, match=r"^key: .*does not match"):
-        aiotls.create_secure_context(key=[rsa.key, ec.key], cert=[ec.chain, rsa.chain])
-    with pytest.raises(aiotls.TLSConfigError, match="key"):
+        aiotls.create_secure_context(key=rsa.key, cert=ec.chain)
+    with pytest.raises(aiotls.TLSConfigError, match=r"^key: key #2 has no certificate"):
         aiotls.create_secure_context(key=[rsa.key, ec.key], cert=[rsa.chain])
+    subject = rsa.cert.subject.rfc4514_string()
+    with pytest.raises(aiotls.TLSConfigError, match=rf"^cert: no key given for .*{subject}"):
+        aiotls.create_secure_context(key=[ec.key], cert=[rsa.chain, ec.chain])
+    with pytest.raises(aiotls.TLSConfigError, match=r"^cert: no key given for"):
+        aiotls.create_secure_context(cert=rsa.chain)
+    with pytest.raises(aiotls.TLSConfigError, match=r"^key: key #1 has no certificate"):
+        aiotls.create_secure_context(key=rsa.key)
 
 
 # -- pfx -----------------------------------------------------------------------------
 
 
-def pkcs12_of(pki: Pki | None, passphrase: str, *extra: x509.Certificate) -> bytes:
-    """A PKCS#12 of ``pki``'s key and leaf (None: no key, no leaf) plus ``extra`` certificates."""
+def pkcs12_of(pki: Pki | None, passphrase: str | None, *extra: x509.Certificate) -> bytes:
+    """A PKCS#12 of ``pki``'s key and leaf (None: no key, no leaf) plus ``extra`` certificates;
+    encrypted unless ``passphrase`` is None."""
     key = serialization.load_pem_private_key(pki.key.encode(), None) if pki else None
+    encryption = (
+        serialization.BestAvailableEncryption(passphrase.encode())
+        if passphrase is not None
+        else serialization.NoEncryption()
+    )
     return pkcs12.serialize_key_and_certificates(
         b"aiotls", key, pki.cert if pki else None, list(extra) or None,  # type: ignore[arg-type]
-        serialization.BestAvailableEncryption(passphrase.encode()),
+        encryption,
     )  # fmt: skip
 
 

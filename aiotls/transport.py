@@ -8,7 +8,10 @@ surface (``get_extra_info("tls")`` returns it).
 
 States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
 failure). The application protocol gets ``connection_made`` only once the
-handshake succeeded, and then exactly one ``connection_lost``.
+handshake succeeded, and then exactly one ``connection_lost``. While the handshake
+waits for an async hook (a server's SNI, OCSP or session-store hook) it is
+WAITING_FOR_HOOK: the socket is not read, so a peer that keeps sending fills only
+the kernel's buffers.
 
 Closing follows uvloop's stricter rules: ``close()`` sends what the application
 wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
@@ -32,7 +35,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import certinfo
@@ -86,9 +89,14 @@ def _log_hook_failure(task: asyncio.Future[Any]) -> None:
 
 class _State(enum.Enum):
     HANDSHAKING = "handshaking"
+    WAITING_FOR_HOOK = "waiting for hook"  # the handshake stopped; the socket is not read
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+#: The states before the connection is established (a failure then is a handshake failure).
+_HANDSHAKE_STATES = frozenset({_State.HANDSHAKING, _State.WAITING_FOR_HOOK})
 
 
 class _RawProtocol(asyncio.BufferedProtocol):
@@ -228,6 +236,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is _State.HANDSHAKING:
             self._step_handshake(engine.receive_data, data)
             return
+        if self._state is _State.WAITING_FOR_HOOK:
+            # Only from a transport that does not pause at once: kept for after the hook,
+            # within the engine's bound on what may wait before the handshake completes.
+            try:
+                engine.receive_data(data)
+            except TLSError as exc:
+                self._handshake_failed(exc)
+            return
         if self._state is _State.CLOSED:
             return
         try:
@@ -239,7 +255,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _raw_eof(self) -> bool:
         """TCP EOF: clean only after the peer's close_notify (or with ragged EOFs allowed)."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(
                 TLSError(
                     "connection closed during the TLS handshake",
@@ -267,7 +283,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._timer = None
         if self._hook_task is not None:
             self._hook_task.cancel()
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(
                 exc
                 or TLSError(
@@ -313,8 +329,26 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._loop.call_soon(self._settle)
             return
         self._flush()
-        if engine.handshake_paused and self._hook_task is None:
-            self._hook_task = self._loop.create_task(self._run_hooks())
+        if engine.handshake_paused:
+            self._wait_for_hook(self._run_hooks())
+
+    def _wait_for_hook(self, hook: Coroutine[Any, Any, None]) -> None:
+        """Stop the handshake and the socket's reading while ``hook`` runs as a task; it
+        ends with :meth:`_hook_returned` (or a handshake failure)."""
+        assert self._raw is not None
+        self._state = _State.WAITING_FOR_HOOK
+        self._raw.pause_reading()
+        self._hook_task = self._loop.create_task(hook)
+
+    def _hook_returned(self) -> bool:
+        """Back to HANDSHAKING, reading again; False if the connection ended meanwhile."""
+        self._hook_task = None
+        if self._state is not _State.WAITING_FOR_HOOK:
+            return False
+        assert self._raw is not None
+        self._state = _State.HANDSHAKING
+        self._raw.resume_reading()
+        return True
 
     def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., None] | None:
         """Wrap a user hook that OpenSSL's callbacks fire: plain or async, never raising."""
@@ -338,9 +372,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         except TLSError as exc:
             self._handshake_failed(exc)
             return
-        finally:
-            self._hook_task = None
-        if self._state is _State.HANDSHAKING:
+        if self._hook_returned():
             self._step_handshake(engine.resume)
 
     async def _ask_session_store(self) -> None:
@@ -413,7 +445,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timer = None
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSHandshakeTimeout(timeout))
 
     def _check_dh_size(self) -> TLSError | None:
@@ -511,7 +543,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
 
     def _handshake_failed(self, exc: BaseException) -> None:
-        if self._state is not _State.HANDSHAKING:
+        if self._state not in _HANDSHAKE_STATES:
             return
         self._state = _State.CLOSED
         if self._timer is not None:
@@ -671,7 +703,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def close(self) -> None:
         """Send pending data and close_notify, then wait for the peer's (shutdown_timeout)."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("closed during handshake", code="ERR_TLS_CLOSED"))
             return
         if self._state is not _State.OPEN:
@@ -693,7 +725,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def abort(self) -> None:
         """Close at once; unsent data is lost."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("aborted during handshake", code="ERR_TLS_CLOSED"))
         self._state = _State.CLOSED
         if self._raw is not None:

@@ -1,0 +1,127 @@
+"""Handshakes that wait for an async hook: nothing piles up meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+from peers import HOST
+from util import echo, eventually, tls_server
+
+import aiotls
+
+
+def _rss() -> int:
+    """This process's resident memory in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _client_hello(ca_pem: str, servername: str) -> bytes:
+    client = aiotls.TLSEngine(aiotls.create_secure_context(ca=ca_pem), server_hostname=servername)
+    client.do_handshake()
+    return client.data_to_send()
+
+
+def _flood(sock: socket.socket, total: int, chunk: bytes) -> int:
+    """Send up to ``total`` bytes; stop early once the peer has read nothing for a second
+    (it stopped reading) or dropped the connection. Returns the bytes sent."""
+    sock.settimeout(1.0)
+    sent = 0
+    try:
+        while sent < total:
+            sent += sock.send(chunk[: total - sent])
+    except OSError:  # a timeout (no progress), a reset or a broken pipe
+        pass
+    return sent
+
+
+# -- item 2: no unbounded buffering while a server hook is pending -------------------
+
+
+async def test_flood_during_a_pending_server_hook_is_not_buffered(server_ctx, ca_pem) -> None:
+    """A ClientHello, then 100 MiB while sni_callback waits: the server stops reading."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    failures: list[BaseException] = []
+
+    async def sni(name: str | None) -> None:
+        if name == "flood.test":
+            entered.set()
+            await release.wait()
+
+    async with tls_server(
+        echo, server_ctx, sni_callback=sni,
+        on_tls_client_error=lambda exc, transport: failures.append(exc),
+    ) as (_, port):  # fmt: skip
+        chunk = bytes(1 << 20)
+        sock = socket.create_connection((HOST, port))
+        try:
+            sock.sendall(_client_hello(ca_pem, "flood.test"))
+            await entered.wait()
+            before = _rss()
+            sent = await asyncio.to_thread(_flood, sock, 100 << 20, chunk)
+            grown = _rss() - before
+            # Others are served while the hook still waits.
+            reader, writer = await aiotls.open_connection(
+                HOST, port, ca=ca_pem, servername="localhost"
+            )
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            writer.close()
+            release.set()
+            await eventually(lambda: failures)
+        finally:
+            sock.close()
+    assert grown < 4 << 20, f"server grew {grown >> 20} MiB while {sent >> 20} MiB arrived"
+    assert sent < 100 << 20  # the flood stalled in the kernel's buffers
+    assert len(failures) == 1 and isinstance(failures[0], aiotls.TLSError)  # failed cleanly
+
+
+async def test_start_tls_with_a_buffered_client_hello_still_pauses_for_the_hook(
+    server_ctx, ca_pem
+) -> None:
+    """STARTTLS whose ClientHello came with the command: reading pauses for the hook too."""
+    entered, release = asyncio.Event(), asyncio.Event()
+    failures: list[BaseException] = []
+
+    async def sni(name: str | None) -> None:
+        entered.set()
+        await release.wait()
+
+    async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        try:
+            await aiotls.start_tls(writer, server_side=True, context=server_ctx, sni_callback=sni)
+        except (aiotls.TLSError, ConnectionError) as exc:
+            failures.append(exc)
+        writer.close()
+
+    server = await asyncio.start_server(upgrade, HOST, 0)
+    sock = socket.create_connection(server.sockets[0].getsockname())
+    try:
+        sock.sendall(b"STARTTLS\n" + _client_hello(ca_pem, "localhost"))  # one segment
+        await entered.wait()
+        sent = await asyncio.to_thread(_flood, sock, 100 << 20, bytes(1 << 20))
+        release.set()
+        await eventually(lambda: failures)
+    finally:
+        sock.close()
+        server.close()
+        await server.wait_closed()
+    assert sent < 100 << 20
+    # Read only after the hook: the flood failed the handshake as garbage, not as a backlog.
+    assert isinstance(failures[0], aiotls.TLSError)
+    assert failures[0].code != "ERR_TLS_HANDSHAKE_FLOOD"
+
+
+def test_engine_refuses_a_backlog_beyond_64_KiB_while_paused(server_ctx, ca_pem) -> None:
+    """Defence in depth: a paused engine holds at most 64 KiB of unprocessed ciphertext."""
+    server = aiotls.TLSEngine(server_ctx, server_side=True, pause_handshake=True)
+    server.receive_data(_client_hello(ca_pem, "localhost"))
+    assert server.handshake_paused
+    server.receive_data(bytes(64 << 10))  # up to the bound: kept for after the hook
+    with pytest.raises(aiotls.TLSError) as info:
+        server.receive_data(b"\0")
+    assert info.value.code == "ERR_TLS_HANDSHAKE_FLOOD"

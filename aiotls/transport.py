@@ -9,9 +9,9 @@ surface (``get_extra_info("tls")`` returns it).
 States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
 failure). The application protocol gets ``connection_made`` only once the
 handshake succeeded, and then exactly one ``connection_lost``. While the handshake
-waits for an async hook (a server's SNI, OCSP or session-store hook) it is
-WAITING_FOR_HOOK: the socket is not read, so a peer that keeps sending fills only
-the kernel's buffers.
+waits for an async hook (a server's SNI, OCSP or session-store hook, a client's
+on_ocsp_response) it is WAITING_FOR_HOOK: the socket is not read, so a peer that
+keeps sending fills only the kernel's buffers.
 
 Closing follows uvloop's stricter rules: ``close()`` sends what the application
 wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
@@ -507,10 +507,10 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         hook = self._options.on_ocsp_response
         if self._options.request_ocsp and hook is not None:
-            # Called before the connection is reported established; it may be async.
-            self._hook_task = self._loop.create_task(self._report_ocsp(hook))
-            return
-        self._establish()
+            # Called once, before the connection is reported established; it may be async.
+            self._wait_for_hook(self._report_ocsp(hook))
+        else:
+            self._establish()
 
     async def _report_ocsp(self, hook: Callable[..., Any]) -> None:
         try:
@@ -520,10 +520,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 TLSError(f"on_ocsp_response failed: {exc!r}", code="ERR_TLS_HOOK")
             )
             return
-        finally:
-            self._hook_task = None
-        if self._state is _State.HANDSHAKING:
+        if self._hook_returned():
             self._establish()
+            self._settle()
 
     def _establish(self) -> None:
         """The handshake succeeded and the hooks agreed: hand over to the application."""

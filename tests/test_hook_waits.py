@@ -1,4 +1,4 @@
-"""Handshakes that wait for an async hook: nothing piles up meanwhile."""
+"""Handshakes that wait for an async hook: nothing piles up meanwhile, each hook runs once."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import os
 import socket
 
 import pytest
-from peers import HOST
+from ocsp_util import PKI, build_response, make_pki
+from peers import HOST, require, run_peer
 from util import echo, eventually, tls_server
 
 import aiotls
@@ -125,3 +126,82 @@ def test_engine_refuses_a_backlog_beyond_64_KiB_while_paused(server_ctx, ca_pem)
     with pytest.raises(aiotls.TLSError) as info:
         server.receive_data(b"\0")
     assert info.value.code == "ERR_TLS_HANDSHAKE_FLOOD"
+
+
+# -- item 3: the client's async on_ocsp_response runs once, reading paused -----------
+
+
+@pytest.mark.parametrize("version", ["TLSv1.2", "TLSv1.3"])
+async def test_async_on_ocsp_response_once_while_the_server_talks_first(
+    server_ctx, ca_pem, version
+) -> None:
+    big = 64 << 20
+    wrote: asyncio.Future[asyncio.StreamWriter] = asyncio.get_running_loop().create_future()
+
+    async def talk_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(bytes(big))
+        wrote.set_result(writer)
+        await reader.read()  # until the client closes
+        writer.close()
+
+    calls: list[bytes | None] = []
+    release = asyncio.Event()
+
+    async def on_ocsp_response(response: bytes | None) -> None:
+        calls.append(response)
+        await release.wait()
+
+    async with tls_server(talk_first, server_ctx) as (_, port):
+        connecting = asyncio.create_task(
+            aiotls.open_connection(
+                HOST, port, ca=ca_pem, servername="localhost", max_version=version,
+                request_ocsp=True, on_ocsp_response=on_ocsp_response,
+            )
+        )  # fmt: skip
+        server_writer = await wrote  # the server's handshake is done; it wrote 64 MiB at once
+        # The old code read on (and called the hook again per segment) while the hook ran.
+        await eventually(lambda: len(calls) > 1, timeout=0.5)
+        waiting_at_server = server_writer.transport.get_write_buffer_size()
+        release.set()
+        reader, writer = await connecting
+        assert len(await reader.readexactly(big)) == big
+        writer.close()
+        await writer.wait_closed()
+    assert calls == [None]  # once, and nothing was stapled
+    # The client read nothing more while its hook ran: the bytes waited at the sender.
+    assert waiting_at_server > big // 2
+
+
+async def test_async_on_ocsp_response_once_with_openssl_s_server(tmp_path) -> None:
+    """TLS 1.3: s_server's tickets arrive while the hook runs; it is still called once."""
+    require("openssl")
+    pki: PKI = make_pki(tmp_path)
+    staple = build_response(pki.good.cert, pki.ca.cert, pki.ca.cert, pki.ca.key)
+    status_file = tmp_path / "staple.der"
+    status_file.write_bytes(staple)
+    argv = ["openssl", "s_server", "-accept", f"{HOST}:0", "-tls1_3", "-naccept", "1",
+            "-key", str(pki.good.key_path), "-cert", str(pki.good.cert_path),
+            "-status_file", str(status_file), "-rev"]  # fmt: skip
+    calls: list[bytes | None] = []
+    release = asyncio.Event()
+
+    async def on_ocsp_response(response: bytes | None) -> None:
+        calls.append(response)
+        await release.wait()
+
+    async with run_peer(*argv) as peer:
+        (port,) = await peer.wait_for_output(r"^ACCEPT .*:(\d+)$")
+        connecting = asyncio.create_task(
+            aiotls.open_connection(
+                HOST, int(port), ca=pki.ca.cert_pem.decode(), servername="localhost",
+                request_ocsp=True, on_ocsp_response=on_ocsp_response,
+            )
+        )  # fmt: skip
+        await eventually(lambda: len(calls) > 1, timeout=0.5)  # the old code: tickets -> again
+        release.set()
+        reader, writer = await connecting
+        writer.write(b"abc\n")
+        assert await reader.readline() == b"cba\n"
+        writer.close()
+        await peer.kill()
+    assert calls == [staple]

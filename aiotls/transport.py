@@ -10,8 +10,8 @@ States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
 failure). The application protocol gets ``connection_made`` only once the
 handshake succeeded, and then exactly one ``connection_lost``. While the handshake
 waits for an async hook (a server's SNI, OCSP or session-store hook, a client's
-on_ocsp_response) it is WAITING_FOR_HOOK: the socket is not read, so a peer that
-keeps sending fills only the kernel's buffers.
+on_ocsp_response, a server's async on_new_session) it is WAITING_FOR_HOOK: the socket
+is not read, so a peer that keeps sending fills only the kernel's buffers.
 
 Closing follows uvloop's stricter rules: ``close()`` sends what the application
 wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
@@ -65,16 +65,23 @@ def _recv_buffer() -> memoryview:
     return buf
 
 
-def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any) -> None:
-    """Call a plain or async user hook without letting its failure escape unhandled."""
+def call_hook(
+    loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any
+) -> asyncio.Future[Any] | None:
+    """Call a plain or async user hook without letting its failure escape unhandled.
+
+    Returns the task running an async hook (None for a plain one), for callers that wait.
+    """
     try:
         result = hook(*args)
     except Exception:
         log.exception("aiotls hook %r raised", hook)
-        return
-    if inspect.isawaitable(result):
-        task = asyncio.ensure_future(result, loop=loop)
-        task.add_done_callback(_log_hook_failure)
+        return None
+    if not inspect.isawaitable(result):
+        return None
+    task = asyncio.ensure_future(result, loop=loop)
+    task.add_done_callback(_log_hook_failure)
+    return task
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -155,6 +162,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_reading_paused",
         "_reneg_waiter",
         "_renegotiations",
+        "_session_hooks",
         "_state",
         "_timer",
         "_verify_override",
@@ -194,7 +202,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             allow_renegotiation=options.allow_renegotiation,
             external_sessions=options.on_resume_session is not None,
             request_ocsp=options.request_ocsp,
-            on_new_session=self._hook_caller(options.on_new_session),
+            on_new_session=self._new_session if options.on_new_session is not None else None,
             on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
@@ -217,6 +225,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._close_exc: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._hook_task: asyncio.Task[None] | None = None
+        self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
         self.authorized = False
         self.authorization_error: str | None = None
         self.raw_protocol = _RawProtocol(self)
@@ -350,7 +359,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._raw.resume_reading()
         return True
 
-    def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., None] | None:
+    def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., object] | None:
         """Wrap a user hook that OpenSSL's callbacks fire: plain or async, never raising."""
         if hook is None:
             return None
@@ -509,6 +518,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._options.request_ocsp and hook is not None:
             # Called once, before the connection is reported established; it may be async.
             self._wait_for_hook(self._report_ocsp(hook))
+        elif self._session_hooks:
+            self._wait_for_hook(self._hold_for_sessions())
         else:
             self._establish()
 
@@ -520,6 +531,24 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 TLSError(f"on_ocsp_response failed: {exc!r}", code="ERR_TLS_HOOK")
             )
             return
+        if self._hook_returned():
+            self._establish()
+            self._settle()
+
+    def _new_session(self, session_id: bytes, session_data: bytes) -> None:
+        """on_new_session, once per session OpenSSL creates; an async one, during the
+        handshake, holds the connection until it completes (see _hold_for_sessions)."""
+        assert self._options.on_new_session is not None
+        task = call_hook(self._loop, self._options.on_new_session, session_id, session_data)
+        if task is not None and self._state is _State.HANDSHAKING:
+            self._session_hooks.append(task)
+
+    async def _hold_for_sessions(self) -> None:
+        """Node's newSession: the server's last flight (TLS 1.2) or first data (TLS 1.3)
+        waits until the async on_new_session calls completed, so a client that reconnects
+        at once finds its session stored. Their failures are logged, not fatal."""
+        await asyncio.wait(self._session_hooks)
+        self._session_hooks.clear()
         if self._hook_returned():
             self._establish()
             self._settle()
@@ -561,6 +590,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _settle(self) -> None:
         """After the handshake: send its last flight, then shrink the BIOs it grew."""
+        if self._session_hooks:
+            return  # the last flight is held until on_new_session completed
         self._flush()
         if self._engine.bloated and self._state is _State.OPEN and not self._reading_paused:
             self._deliver()  # drains the incoming BIO too

@@ -1,4 +1,5 @@
-"""Handshakes that wait for an async hook: nothing piles up meanwhile, each hook runs once."""
+"""Handshakes that wait for an async hook: nothing piles up meanwhile, each hook runs once,
+and an async on_new_session holds the connection until it is done (Node's newSession)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from peers import HOST, require, run_peer
 from util import echo, eventually, tls_server
 
 import aiotls
+
+OP_NO_TICKET = 0x4000
+needs_extended = pytest.mark.skipif(
+    not aiotls.features()["resume_session"], reason="extended OpenSSL access unavailable"
+)
 
 
 def _rss() -> int:
@@ -205,3 +211,73 @@ async def test_async_on_ocsp_response_once_with_openssl_s_server(tmp_path) -> No
         writer.close()
         await peer.kill()
     assert calls == [staple]
+
+
+# -- item 7: an async on_new_session holds the connection ----------------------------
+
+
+async def _echo_once(port: int, ca_pem: str, **kw: object) -> tuple[bytes | None, bool]:
+    """Connect, echo one byte, close; the session and whether it was resumed."""
+    reader, writer = await aiotls.open_connection(
+        HOST, port, ca=ca_pem, servername="localhost", **kw
+    )
+    writer.write(b"x")
+    await reader.readexactly(1)  # TLS 1.3 tickets come first
+    tls = writer.get_extra_info("tls")
+    session, reused = tls.get_session(), tls.session_reused
+    writer.close()
+    await writer.wait_closed()
+    return session, reused
+
+
+@needs_extended
+@pytest.mark.parametrize(("version", "options", "sessions"), [
+    ("TLSv1.2", {"secure_options": OP_NO_TICKET}, 1),  # a session id, resumed from the store
+    ("TLSv1.3", {}, 2),  # two tickets
+])  # fmt: skip
+async def test_async_on_new_session_holds_the_connection_until_it_completes(
+    server_key_pem, server_chain_pem, ca_pem, version, options, sessions
+) -> None:
+    store: dict[bytes, bytes] = {}
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def on_new_session(session_id: bytes, data: bytes) -> None:
+        events.append("new_session")
+        await release.wait()
+        store[session_id] = data
+        events.append("stored")
+
+    async def connect_then_reconnect_at_once() -> bool:
+        session, _ = await _echo_once(port, ca_pem, max_version=version)
+        _, reused = await _echo_once(port, ca_pem, max_version=version, session=session)
+        return reused
+
+    ctx = aiotls.create_secure_context(key=server_key_pem, cert=server_chain_pem, **options)
+    async with tls_server(
+        echo, ctx, on_new_session=on_new_session, on_resume_session=store.get,
+        on_secure_connection=lambda transport: events.append("secure"),
+    ) as (_, port):  # fmt: skip
+        task = asyncio.create_task(connect_then_reconnect_at_once())
+        # The old code let the client finish (and reconnect) while the store waited.
+        await eventually(task.done, timeout=0.5)
+        release.set()
+        reused = await task
+    assert reused
+    first = ["new_session"] * sessions + ["stored"] * sessions + ["secure"]
+    assert events[: len(first)] == first  # stored before the connection was reported secure
+    resumed = ["new_session", "stored", "secure"] if version == "TLSv1.3" else ["secure"]
+    assert events[len(first) :] == resumed  # once per new session (TLS 1.3: one new ticket)
+
+
+async def test_a_failing_async_on_new_session_is_logged_and_the_connection_goes_on(
+    server_ctx, ca_pem, caplog
+) -> None:
+    async def on_new_session(session_id: bytes, data: bytes) -> None:
+        await asyncio.sleep(0)
+        raise RuntimeError("store down")
+
+    async with tls_server(echo, server_ctx, on_new_session=on_new_session) as (_, port):
+        with caplog.at_level("ERROR", logger="aiotls"):
+            await _echo_once(port, ca_pem, max_version="TLSv1.3")
+    assert any("store down" in repr(r.exc_info) for r in caplog.records)

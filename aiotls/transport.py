@@ -531,9 +531,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 TLSError(f"on_ocsp_response failed: {exc!r}", code="ERR_TLS_HOOK")
             )
             return
-        if self._hook_returned():
-            self._establish()
-            self._settle()
+        self._open_after_hook()
 
     def _new_session(self, session_id: bytes, session_data: bytes) -> None:
         """on_new_session, once per session OpenSSL creates; an async one, during the
@@ -549,6 +547,10 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         at once finds its session stored. Their failures are logged, not fatal."""
         await asyncio.wait(self._session_hooks)
         self._session_hooks.clear()
+        self._open_after_hook()
+
+    def _open_after_hook(self) -> None:
+        """A completed handshake's hook returned: open the connection, send what waited."""
         if self._hook_returned():
             self._establish()
             self._settle()

@@ -44,6 +44,9 @@ _MAX_RECORD = 16384 + 2048
 # Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
 _RECORD_OVERHEAD = 512
 _BIO_SLACK = 512  # a memory BIO that held no more than this is not worth replacing
+# Ciphertext a peer may send ahead of the handshake (a paused server, say) before we refuse:
+# a legitimate peer waits for our answer, so anything near this much is a flood.
+_MAX_HANDSHAKE_BACKLOG = 64 * 1024
 _uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
 _tls = threading.local()
 
@@ -216,13 +219,28 @@ class TLSEngine:
     # -- the data path ---------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feed ciphertext from the network; advances the handshake if it is running."""
+        """Feed ciphertext from the network; advances the handshake if it is running.
+
+        Raises TLSError (ERR_TLS_HANDSHAKE_FLOOD) when more than 64 KiB waits unprocessed
+        before the handshake completes, so a paused handshake buffers a bounded amount.
+        """
         if n := len(data):
             lib.BIO_write(self._in, ffi.from_buffer(data), n)
             if n > self._through_peak:
                 self._through_peak = n
-        if not self.handshake_complete and not self.handshake_paused:
+        if self.handshake_complete:
+            return
+        if not self.handshake_paused:
             self.do_handshake()
+        if not self.handshake_complete and self._unprocessed() > _MAX_HANDSHAKE_BACKLOG:
+            raise TLSError(
+                f"peer sent more than {_MAX_HANDSHAKE_BACKLOG} bytes ahead of the handshake",
+                code="ERR_TLS_HANDSHAKE_FLOOD",
+            )
+
+    def _unprocessed(self) -> int:
+        """Received ciphertext OpenSSL has not consumed yet (what the incoming BIO holds)."""
+        return int(lib.BIO_get_mem_data(self._in, ffi.NULL))
 
     def data_to_send(self) -> bytes:
         """All ciphertext waiting for the network (a client's first call: ClientHello)."""

@@ -29,9 +29,9 @@ async def _upgrade(
     )
     raw.set_protocol(tls.raw_protocol)
     tls.raw_protocol.connection_made(raw)
+    raw.resume_reading()  # before the bytes below, which may pause it for a handshake hook
     if already_read:  # the peer's first TLS bytes may have arrived with the plaintext
         tls.raw_protocol.data_received(already_read)
-    raw.resume_reading()
     try:
         await waiter
     except BaseException:

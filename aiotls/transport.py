@@ -8,7 +8,10 @@ surface (``get_extra_info("tls")`` returns it).
 
 States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
 failure). The application protocol gets ``connection_made`` only once the
-handshake succeeded, and then exactly one ``connection_lost``.
+handshake succeeded, and then exactly one ``connection_lost``. While the handshake
+waits for an async hook (a server's SNI, OCSP or session-store hook, a client's
+on_ocsp_response, a server's async on_new_session) it is WAITING_FOR_HOOK: the socket
+is not read, so a peer that keeps sending fills only the kernel's buffers.
 
 Closing follows uvloop's stricter rules: ``close()`` sends what the application
 wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
@@ -32,7 +35,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import certinfo
@@ -62,16 +65,23 @@ def _recv_buffer() -> memoryview:
     return buf
 
 
-def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any) -> None:
-    """Call a plain or async user hook without letting its failure escape unhandled."""
+def call_hook(
+    loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: Any
+) -> asyncio.Future[Any] | None:
+    """Call a plain or async user hook without letting its failure escape unhandled.
+
+    Returns the task running an async hook (None for a plain one), for callers that wait.
+    """
     try:
         result = hook(*args)
     except Exception:
         log.exception("aiotls hook %r raised", hook)
-        return
-    if inspect.isawaitable(result):
-        task = asyncio.ensure_future(result, loop=loop)
-        task.add_done_callback(_log_hook_failure)
+        return None
+    if not inspect.isawaitable(result):
+        return None
+    task = asyncio.ensure_future(result, loop=loop)
+    task.add_done_callback(_log_hook_failure)
+    return task
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -114,9 +124,14 @@ def _log_handshake_failure(exc: BaseException, peer: object) -> None:
 
 class _State(enum.Enum):
     HANDSHAKING = "handshaking"
+    WAITING_FOR_HOOK = "waiting for hook"  # the handshake stopped; the socket is not read
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+#: The states before the connection is established (a failure then is a handshake failure).
+_HANDSHAKE_STATES = frozenset({_State.HANDSHAKING, _State.WAITING_FOR_HOOK})
 
 
 class _RawProtocol(asyncio.BufferedProtocol):
@@ -175,6 +190,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_reading_paused",
         "_reneg_waiter",
         "_renegotiations",
+        "_session_hooks",
         "_state",
         "_timer",
         "_verify_override",
@@ -214,7 +230,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             allow_renegotiation=options.allow_renegotiation,
             external_sessions=options.on_resume_session is not None,
             request_ocsp=options.request_ocsp,
-            on_new_session=self._hook_caller(options.on_new_session),
+            on_new_session=self._new_session if options.on_new_session is not None else None,
             on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
@@ -237,6 +253,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._close_exc: BaseException | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._hook_task: asyncio.Task[None] | None = None
+        self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
         self.authorized = False
         self.authorization_error: str | None = None
         self.raw_protocol = _RawProtocol(self)
@@ -256,6 +273,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is _State.HANDSHAKING:
             self._step_handshake(engine.receive_data, data)
             return
+        if self._state is _State.WAITING_FOR_HOOK:
+            # Only from a transport that does not pause at once: kept for after the hook,
+            # within the engine's bound on what may wait before the handshake completes.
+            try:
+                engine.receive_data(data)
+            except TLSError as exc:
+                self._handshake_failed(exc)
+            return
         if self._state is _State.CLOSED:
             return
         try:
@@ -267,7 +292,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _raw_eof(self) -> bool:
         """TCP EOF: clean only after the peer's close_notify (or with ragged EOFs allowed)."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(
                 TLSError(
                     "connection closed during the TLS handshake",
@@ -295,7 +320,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._timer = None
         if self._hook_task is not None:
             self._hook_task.cancel()
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(
                 exc
                 or TLSError(
@@ -341,10 +366,28 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._loop.call_soon(self._settle)
             return
         self._flush()
-        if engine.handshake_paused and self._hook_task is None:
-            self._hook_task = self._loop.create_task(self._run_hooks())
+        if engine.handshake_paused:
+            self._wait_for_hook(self._run_hooks())
 
-    def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., None] | None:
+    def _wait_for_hook(self, hook: Coroutine[Any, Any, None]) -> None:
+        """Stop the handshake and the socket's reading while ``hook`` runs as a task; it
+        ends with :meth:`_hook_returned` (or a handshake failure)."""
+        assert self._raw is not None
+        self._state = _State.WAITING_FOR_HOOK
+        self._raw.pause_reading()
+        self._hook_task = self._loop.create_task(hook)
+
+    def _hook_returned(self) -> bool:
+        """Back to HANDSHAKING, reading again; False if the connection ended meanwhile."""
+        self._hook_task = None
+        if self._state is not _State.WAITING_FOR_HOOK:
+            return False
+        assert self._raw is not None
+        self._state = _State.HANDSHAKING
+        self._raw.resume_reading()
+        return True
+
+    def _hook_caller(self, hook: Callable[..., Any] | None) -> Callable[..., object] | None:
         """Wrap a user hook that OpenSSL's callbacks fire: plain or async, never raising."""
         if hook is None:
             return None
@@ -366,9 +409,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         except TLSError as exc:
             self._handshake_failed(exc)
             return
-        finally:
-            self._hook_task = None
-        if self._state is _State.HANDSHAKING:
+        if self._hook_returned():
             self._step_handshake(engine.resume)
 
     async def _ask_session_store(self) -> None:
@@ -441,7 +482,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timer = None
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSHandshakeTimeout(timeout))
 
     def _check_dh_size(self) -> TLSError | None:
@@ -503,10 +544,12 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         hook = self._options.on_ocsp_response
         if self._options.request_ocsp and hook is not None:
-            # Called before the connection is reported established; it may be async.
-            self._hook_task = self._loop.create_task(self._report_ocsp(hook))
-            return
-        self._establish()
+            # Called once, before the connection is reported established; it may be async.
+            self._wait_for_hook(self._report_ocsp(hook))
+        elif self._session_hooks:
+            self._wait_for_hook(self._hold_for_sessions())
+        else:
+            self._establish()
 
     async def _report_ocsp(self, hook: Callable[..., Any]) -> None:
         try:
@@ -516,10 +559,29 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 TLSError(f"on_ocsp_response failed: {exc!r}", code="ERR_TLS_HOOK")
             )
             return
-        finally:
-            self._hook_task = None
-        if self._state is _State.HANDSHAKING:
+        self._open_after_hook()
+
+    def _new_session(self, session_id: bytes, session_data: bytes) -> None:
+        """on_new_session, once per session OpenSSL creates; an async one, during the
+        handshake, holds the connection until it completes (see _hold_for_sessions)."""
+        assert self._options.on_new_session is not None
+        task = call_hook(self._loop, self._options.on_new_session, session_id, session_data)
+        if task is not None and self._state is _State.HANDSHAKING:
+            self._session_hooks.append(task)
+
+    async def _hold_for_sessions(self) -> None:
+        """Node's newSession: the server's last flight (TLS 1.2) or first data (TLS 1.3)
+        waits until the async on_new_session calls completed, so a client that reconnects
+        at once finds its session stored. Their failures are logged, not fatal."""
+        await asyncio.wait(self._session_hooks)
+        self._session_hooks.clear()
+        self._open_after_hook()
+
+    def _open_after_hook(self) -> None:
+        """A completed handshake's hook returned: open the connection, send what waited."""
+        if self._hook_returned():
             self._establish()
+            self._settle()
 
     def _establish(self) -> None:
         """The handshake succeeded and the hooks agreed: hand over to the application."""
@@ -552,7 +614,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._fatal(exc)
 
     def _handshake_failed(self, exc: BaseException) -> None:
-        if self._state is not _State.HANDSHAKING:
+        if self._state not in _HANDSHAKE_STATES:
             return
         self._state = _State.CLOSED
         if self._timer is not None:
@@ -571,6 +633,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _settle(self) -> None:
         """After the handshake: send its last flight, then shrink the BIOs it grew."""
+        if self._session_hooks:
+            return  # the last flight is held until on_new_session completed
         self._flush()
         if self._engine.bloated and self._state is _State.OPEN and not self._reading_paused:
             self._deliver()  # drains the incoming BIO too
@@ -718,7 +782,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def close(self) -> None:
         """Send pending data and close_notify, then wait for the peer's (shutdown_timeout)."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("closed during handshake", code="ERR_TLS_CLOSED"))
             return
         if self._state is not _State.OPEN:
@@ -740,7 +804,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def abort(self) -> None:
         """Close at once; unsent data is lost."""
-        if self._state is _State.HANDSHAKING:
+        if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("aborted during handshake", code="ERR_TLS_CLOSED"))
         self._state = _State.CLOSED
         if self._raw is not None:

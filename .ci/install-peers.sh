@@ -8,6 +8,10 @@ command -v gnutls-cli >/dev/null 2>&1 && command -v gnutls-serv >/dev/null 2>&1 
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+
+# Redis for examples/redis_sessions.py (tests/test_examples.py starts and stops its own server).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+
 if [ ${#missing[@]} -eq 0 ]; then
     echo "peers present: $(gnutls-cli --version | head -n 1); $(openssl version); node $(node --version)"
     exit 0

@@ -8,6 +8,9 @@ transports (:class:`TLSTransport`) -> front doors (:func:`start_server`,
 
 from __future__ import annotations
 
+import importlib.metadata
+from pathlib import Path
+
 from . import _extended
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
@@ -26,7 +29,22 @@ from .starttls import start_tls
 from .tlssocket import TLSSocket
 from .transport import TLSTransport
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version; pyproject.toml is its one source."""
+    try:
+        return importlib.metadata.version("aiotls")
+    except importlib.metadata.PackageNotFoundError:  # a source tree nobody installed
+        import tomllib
+
+        try:
+            with open(Path(__file__).resolve().parent.parent / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "0+unknown"
+
+
+__version__ = _version()
 
 #: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults).
 CLIENT_RENEG_LIMIT = 3

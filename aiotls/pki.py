@@ -158,6 +158,24 @@ class CA:
         response = builder.sign(self._key, hashes.SHA256())  # demo CAs are EC or RSA
         return response.public_bytes(serialization.Encoding.DER)
 
+    def crl(self, revoked: Iterable[x509.Certificate] = ()) -> bytes:
+        """A PEM CRL signed by this CA revoking ``revoked``, valid for a day: ``crl=``."""
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now - _BACKDATE)
+            .next_update(now + datetime.timedelta(days=1))
+        )
+        for cert in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder()
+                .serial_number(cert.serial_number)
+                .revocation_date(now - _BACKDATE)
+                .build()
+            )
+        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
     def __repr__(self) -> str:
         return f"<CA {self.name!r}>"
 

@@ -305,17 +305,6 @@ def test_example_echo_client_refuses_wrong_ca(tmp_path: Path) -> None:
         server.wait()
 
 
-def test_example_starttls() -> None:
-    proc = run(str(EXAMPLES / "starttls.py"))
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    assert "client <- 220 plaintext greeting; say STARTTLS" in lines
-    assert "client: upgraded to TLSv1.3, server authorized: True" in lines
-    assert "server: upgraded to TLSv1.3" in lines
-    assert "client <- encrypted echo: secret over TLS" in lines
-    assert proc.stderr == ""
-
-
 def test_demo_fingerprint_fallback() -> None:
     """Without Node's certificate object the demo computes subject and fingerprint itself."""
     from types import SimpleNamespace

@@ -5,24 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiotls
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Echo until EOF, then close (a peer's abrupt end is not this helper's business)."""
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (aiotls.TLSError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+from aiotls.testing import Handler
+from aiotls.testing import echo as echo  # re-exported: the tests' echo handler
 
 
 @contextlib.asynccontextmanager

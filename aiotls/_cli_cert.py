@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pki
-from ._cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, write_file
+from ._cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, wrap, write_file
 
 __all__ = ["register"]
 
@@ -30,6 +30,14 @@ CERT_MODE = 0o644
 #: What a kind makes: {path: (data, permission bits)}; none is written if any exists.
 Files = dict[Path, tuple[bytes, int]]
 Make = Callable[[argparse.Namespace], Files]
+
+DESCRIPTION = (
+    "Make PKI files with cryptography instead of openssl commands. Files are created new "
+    "(an existing one is an error unless --force), keys and bundles with mode 0600, "
+    "certificates 0644. The default names fit together: ca.pem/ca.key, "
+    "server.pem/server.key and client.pem/client.key are what 'aiotls serve', "
+    "'aiotls connect' and the README's example read."
+)
 
 EXAMPLES = """\
 examples (in an empty directory):
@@ -57,7 +65,7 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     cert = commands.add_parser(
         "cert",
         help="make a local CA, server/client certificates, a CSR, a PKCS#12 bundle",
-        description=__doc__.split("\n\n", 1)[1].replace("``", ""),
+        description=wrap(DESCRIPTION),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,7 +75,7 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         parser: argparse.ArgumentParser = kinds.add_parser(
             name,
             help=help,
-            description=help[0].upper() + help[1:] + ".",
+            description=wrap(help[0].upper() + help[1:] + "."),
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -82,15 +90,20 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     def key_type(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "--key-type", choices=["ecdsa", "rsa"], default="ecdsa",
+            "--key-type",
+            choices=["ecdsa", "rsa"],
+            default="ecdsa",
             help="ECDSA P-256 or RSA 2048 (default: %(default)s)",
-        )  # fmt: skip
+        )
 
     def signed(parser: argparse.ArgumentParser, basename: str) -> None:
         parser.add_argument(
-            "--ca", type=Path, default=Path("."), metavar="DIR",
+            "--ca",
+            type=Path,
+            default=Path("."),
+            metavar="DIR",
             help="directory with the CA's ca.pem and ca.key (default: .)",
-        )  # fmt: skip
+        )
         parser.add_argument(
             "--basename", default=basename, help="file names BASENAME.pem, BASENAME.key"
         )
@@ -163,8 +176,9 @@ def _write_files(args: argparse.Namespace, make: Make) -> int:
         print(f"{PROG} {args.kind}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.force and (exists := [str(p) for p in files if p.exists()]):
-        print(f"{PROG} {args.kind}: not replacing {', '.join(exists)} (use --force)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{PROG} {args.kind}: not replacing {', '.join(exists)} (use --force)", file=sys.stderr
+        )
         return EXIT_FAILURE
     try:
         for path, (data, mode) in files.items():

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import importlib.util
 import os
+import textwrap
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ __all__ = [
     "keylog_writer",
     "loop_parent",
     "run_async",
+    "wrap",
     "write_file",
 ]
 
@@ -50,6 +52,12 @@ def _default_loop() -> str:
     return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
 
 
+def wrap(text: str) -> str:
+    """A help description as wrapped lines: the subcommands print their help raw, so
+    that the examples in the epilog keep their layout."""
+    return textwrap.fill(text, width=79)
+
+
 def loop_parent() -> argparse.ArgumentParser:
     """A parent parser with ``--loop``, for every subcommand that runs an event loop."""
     parent = argparse.ArgumentParser(add_help=False)
@@ -57,7 +65,7 @@ def loop_parent() -> argparse.ArgumentParser:
         "--loop",
         choices=["asyncio", "uvloop"],
         default=_default_loop(),
-        help="event loop to run on (default: %(default)s; uvloop when installed)",
+        help="event loop (default here: %(default)s; uvloop when installed, else asyncio)",
     )
     return parent
 

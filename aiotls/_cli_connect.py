@@ -37,6 +37,7 @@ from ._cli_common import (
     handshake_rows,
     keylog_writer,
     run_async,
+    wrap,
     write_file,
 )
 from .certinfo import check_server_identity
@@ -89,7 +90,7 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "connect",
         parents=parents,
         help="connect to a TLS server, show the handshake and chain, then pipe stdin/stdout",
-        description=(
+        description=wrap(
             "Connect to HOST[:PORT] (port 443 by default), print what was negotiated, the "
             "server's certificate chain (subjects, issuers, validity, SHA-256 fingerprints), "
             "the OCSP staple's status (--ocsp) and the verification verdict; then, if the "
@@ -242,8 +243,13 @@ async def _connect(args: argparse.Namespace, context: SecureContext, session: by
     saved: list[bytes] = []
 
     def save_session(data: bytes) -> None:
-        write_file(args.session_out, data, mode=0o600, replace=True)  # it holds the secrets
-        saved.append(data)
+        """Keep the latest session (TLS 1.3 servers send several tickets)."""
+        try:
+            write_file(args.session_out, data, mode=0o600, replace=True)  # it holds secrets
+        except OSError as exc:
+            print(f"{PROG}: --session-out: {exc}", file=sys.stderr, flush=True)
+        else:
+            saved.append(data)
 
     with keylog_writer(args.keylog) as on_keylog:
         started = time.perf_counter()

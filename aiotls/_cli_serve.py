@@ -19,6 +19,7 @@ from typing import Any
 
 from . import pki
 from ._cli_common import (
+    EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
     add_tls_arguments,
@@ -28,6 +29,7 @@ from ._cli_common import (
     handshake_rows,
     keylog_writer,
     run_async,
+    wrap,
     write_file,
 )
 from .context import SecureContext, create_secure_context
@@ -63,7 +65,7 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
         "serve",
         parents=parents,
         help="a TLS server answering with a page about the client's handshake (or --echo)",
-        description=(
+        description=wrap(
             "Serve TLS on HOST:PORT with --cert/--key, or with an ephemeral certificate "
             "(for --name, default localhost, 127.0.0.1 and ::1; --ca-out writes its CA). "
             "Each HTTP request gets a page describing the client's handshake: protocol, "
@@ -141,21 +143,27 @@ async def _serve(args: argparse.Namespace, context: SecureContext) -> int:
         _report(f"{_address(*peer[:2]) if peer else 'a client'}: handshake failed: {exc}", exc)
 
     with keylog_writer(args.keylog) as on_keylog:
-        server = await start_server(
-            _echo if args.echo else _page,
-            args.host,
-            args.port,
-            context=context,
-            on_tls_client_error=report_failure,
-            on_keylog=on_keylog,
-        )
+        try:
+            server = await start_server(
+                _echo if args.echo else _page,
+                args.host,
+                args.port,
+                context=context,
+                on_tls_client_error=report_failure,
+                on_keylog=on_keylog,
+            )
+        except OSError as exc:  # the address is taken, say
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
         async with server:
             address = server.address()
             assert isinstance(address, dict)
             print(f"listening on {_address(address['address'], address['port'])}", flush=True)
             certificate = certificate_facts(context.certificates[0])
-            print(f"certificate: {certificate['subject']}, issued by {certificate['issuer']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"certificate: {certificate['subject']}, issued by {certificate['issuer']}",
+                flush=True,
+            )
             if args.ca_out is not None:
                 print(f"ephemeral CA written to {args.ca_out}", flush=True)
             await server.serve_forever()

@@ -154,6 +154,21 @@ def test_cert_files_load_into_aiotls(pki_dir: Path, tmp_path: Path) -> None:
     assert again.cert_pem == ca
 
 
+def test_pki_refuses_mismatched_material() -> None:
+    ca, other = pki.make_ca("one"), pki.make_ca("two")
+    leaf_key, leaf_pem = ca.issue(["localhost"])
+    with pytest.raises(ValueError, match="does not belong"):
+        pki.load_ca(ca.cert_pem, other.key_pem)
+    with pytest.raises(ValueError, match="not a CA"):
+        pki.load_ca(leaf_pem, leaf_key)
+    with pytest.raises(ValueError, match="does not belong"):
+        pki.make_pkcs12(other.key_pem, leaf_pem, b"pw")
+    with pytest.raises(ValueError, match="passphrase"):
+        pki.make_pkcs12(leaf_key, leaf_pem, b"")
+    with pytest.raises(ValueError):
+        pki.make_csr([])
+
+
 def test_readme_example_runs_on_cert_output(tmp_path: Path) -> None:
     """The README's server-and-client example, in a directory `aiotls cert` filled."""
     readme = (ROOT / "README.md").read_text()

@@ -1,11 +1,21 @@
 """The ``aiotls`` command line (also ``python -m aiotls``).
 
-Subcommands are registered in :func:`build_parser`; each one has a ``run``
-function taking the parsed arguments and returning the process exit code.
+:func:`build_parser` registers the subcommands; each sets a ``run`` function that
+takes the parsed arguments and returns the process exit code (0 success, 1 the
+work failed, 2 usage; see :mod:`aiotls._cli_common`).
 
 ``aiotls demo``
     TLS echo over loopback with an ephemeral CA; prints what was negotiated
     (``--json`` for machine-readable output, ``--tls-version 1.2|1.3``).
+``aiotls connect HOST[:PORT]``
+    What ``openssl s_client`` is for (:mod:`aiotls._cli_connect`).
+``aiotls serve``
+    What ``openssl s_server -www`` is for (:mod:`aiotls._cli_serve`).
+``aiotls cert ca|leaf|client|csr|p12``
+    Local PKI files without openssl commands (:mod:`aiotls._cli_cert`).
+
+Subcommands that run an event loop take ``--loop asyncio|uvloop`` (uvloop when
+installed).
 """
 
 from __future__ import annotations
@@ -16,20 +26,17 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, _cli_cert, _cli_connect, _cli_serve
+from ._cli_common import EXIT_FAILURE, EXIT_OK, loop_parent, run_async
 from .demo import TLS_VERSIONS, format_table, run_demo
 
 __all__ = ["build_parser", "main"]
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2  # argparse's own code for bad arguments
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     """``aiotls demo``: run the loopback echo and print the negotiated parameters."""
     try:
-        result = asyncio.run(asyncio.wait_for(run_demo(args.tls_version), args.timeout))
+        result = run_async(asyncio.wait_for(run_demo(args.tls_version), args.timeout), args.loop)
     except Exception as exc:
         if isinstance(exc, TimeoutError):
             reason = f"timed out after {args.timeout:g} s"
@@ -58,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
+    parents = [loop_parent()]
     demo = commands.add_parser(
         "demo",
+        parents=parents,
         help="TLS echo over loopback with an ephemeral CA; show what was negotiated",
         description=(
             "Make an ephemeral CA and server certificate in memory, start an aiotls "
@@ -82,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long (default: %(default)s)",
     )
     demo.set_defaults(run=_run_demo)
+    for command in (_cli_connect, _cli_serve, _cli_cert):
+        command.register(commands, parents)
     return parser
 
 

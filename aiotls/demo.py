@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from .client import open_connection
 from .context import create_secure_context
 from .server import start_server
 
-__all__ = ["DemoResult", "describe_group", "format_table", "run_demo"]
+__all__ = ["DemoResult", "describe_group", "format_rows", "format_table", "name_text", "run_demo"]
 
 HOST = "127.0.0.1"
 SERVERNAME = "localhost"
@@ -115,10 +116,10 @@ def _peer_identity(tls: Any) -> tuple[str, str, str]:
     if cert is None:
         return "(none)", "(none)", "(none)"
     fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
-    return _x509_name_text(cert.subject), _x509_name_text(cert.issuer), fingerprint
+    return name_text(cert.subject), name_text(cert.issuer), fingerprint
 
 
-def _x509_name_text(name: x509.Name) -> str:
+def name_text(name: x509.Name) -> str:
     """A certificate name in the same ``O=..., CN=...`` form (certificate order)."""
     return ", ".join(f"{attr.rfc4514_attribute_name}={attr.value!s}" for attr in name)
 
@@ -312,7 +313,12 @@ def format_table(result: DemoResult) -> str:
         ("handshake", f"{result.handshake_ms:.1f} ms (TCP connect + TLS handshake)"),
         *result.tour.items(),
     ]
+    return format_rows("aiotls demo: TLS echo over loopback with an ephemeral CA", rows)
+
+
+def format_rows(title: str, rows: Sequence[tuple[str, str]]) -> str:
+    """``title``, a blank line, then ``rows`` as an aligned two-column table."""
     width = max(len(label) for label, _ in rows)
-    lines = ["aiotls demo: TLS echo over loopback with an ephemeral CA", ""]
+    lines = [title, ""]
     lines += [f"  {label:<{width}}  {value}" for label, value in rows]
     return "\n".join(lines)

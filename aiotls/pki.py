@@ -1,15 +1,20 @@
-"""Ephemeral, in-memory PKI for demos, examples and quick local testing.
+"""A small PKI for demos, examples, tests and local development.
 
-:func:`make_ca` creates a throwaway certificate authority; :meth:`CA.issue` signs
-leaf certificates for host names and IP addresses. Everything lives in memory as
-PEM bytes, ready for ``create_secure_context(key=..., cert=...)`` and ``ca=...``::
+:func:`make_ca` creates a certificate authority; :meth:`CA.issue` signs leaf
+certificates for host names and IP addresses (servers) or a common name
+(clients). Everything is PEM bytes, ready for
+``create_secure_context(key=..., cert=...)`` and ``ca=...``::
 
     ca = make_ca("aiotls demo CA")
     key_pem, chain_pem = ca.issue(["localhost", "127.0.0.1"])
 
-Keys are ECDSA P-256 by default (RSA 2048 on request); certificates are valid for
-a short time only. Built on ``cryptography`` alone. This is not a production CA:
-keys are never stored and nothing can be revoked.
+A CA kept on disk (``aiotls cert ca`` writes :attr:`CA.cert_pem` and
+:attr:`CA.key_pem`) comes back with :func:`load_ca`; :func:`make_csr` and
+:func:`make_pkcs12` cover the rest of the usual ``openssl`` recipes.
+
+Keys are ECDSA P-256 by default (RSA 2048 on request); certificates are short-lived
+unless a ``validity`` is given. Built on ``cryptography`` alone. This is not a
+production CA: nothing can be revoked.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA", "KeyType", "make_ca"]
+__all__ = ["CA", "KeyType", "load_ca", "make_ca", "make_csr", "make_pkcs12"]
 
 #: The key algorithms :meth:`CA.issue` can make.
 KeyType = Literal["ecdsa", "rsa"]
@@ -60,6 +66,10 @@ def _general_name(host: str) -> x509.GeneralName:
         return x509.DNSName(host)
 
 
+def _subject_alt_name(hostnames: Iterable[str]) -> x509.SubjectAlternativeName:
+    return x509.SubjectAlternativeName([_general_name(n) for n in hostnames])
+
+
 class CA:
     """A throwaway certificate authority held in memory (see :func:`make_ca`)."""
 
@@ -72,6 +82,11 @@ class CA:
     def cert_pem(self) -> bytes:
         """The CA certificate as PEM: what clients pass as ``ca=``."""
         return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        """The CA's private key as unencrypted PKCS#8 PEM, to keep it (see :func:`load_ca`)."""
+        return _key_pem(self._key)
 
     def issue(
         self,
@@ -135,9 +150,7 @@ class CA:
             )
         )
         if names:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
-            )
+            builder = builder.add_extension(_subject_alt_name(names), critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         return _key_pem(key), cert.public_bytes(serialization.Encoding.PEM)
 
@@ -222,3 +235,84 @@ def make_ca(
         .sign(key, hashes.SHA256())
     )
     return CA(name, key, cert)
+
+
+def load_ca(cert_pem: bytes, key_pem: bytes, *, password: bytes | None = None) -> CA:
+    """The CA whose certificate and key were saved as PEM (``cert_pem``, ``key_pem``).
+
+    Raises ValueError when the certificate is not a CA's, the key is not ECDSA or
+    RSA, or the key does not belong to the certificate.
+    """
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    key = serialization.load_pem_private_key(key_pem, password)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"CA key: expected an ECDSA or RSA key, got {type(key).__name__}")
+    if key.public_key() != cert.public_key():
+        raise ValueError("CA key: it does not belong to the CA certificate")
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError("CA certificate: it is not a CA (no basicConstraints CA:TRUE)")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else cert.subject.rfc4514_string()
+    return CA(name, key, cert)
+
+
+def make_csr(
+    hostnames: Iterable[str],
+    *,
+    key_type: KeyType = "ecdsa",
+    common_name: str | None = None,
+) -> tuple[bytes, bytes]:
+    """A new key and a certificate signing request for ``hostnames``: ``(key_pem, csr_pem)``.
+
+    The names become subjectAltNames (as in :meth:`CA.issue`); the first is the
+    common name unless ``common_name`` is given.
+    """
+    names = list(hostnames)
+    if not names and common_name is None:
+        raise ValueError("make_csr: give at least one host name (or a common_name)")
+    key = _new_key(key_type)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name or names[0])])
+    )
+    if names:
+        builder = builder.add_extension(_subject_alt_name(names), critical=False)
+    csr = builder.sign(key, hashes.SHA256())
+    return _key_pem(key), csr.public_bytes(serialization.Encoding.PEM)
+
+
+def make_pkcs12(
+    key_pem: bytes,
+    chain_pem: bytes,
+    passphrase: bytes,
+    *,
+    extra_certs_pem: bytes | None = None,
+    friendly_name: bytes | None = None,
+) -> bytes:
+    """A PKCS#12 bundle (what ``pfx=`` takes) of a key and its chain, encrypted with
+    ``passphrase``.
+
+    ``chain_pem`` starts with the key's certificate; the certificates after it and
+    those in ``extra_certs_pem`` (a CA, say) go in as the bundle's other certificates.
+    """
+    if not passphrase:
+        raise ValueError("make_pkcs12: passphrase must not be empty")
+    key = serialization.load_pem_private_key(key_pem, None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"key: expected an ECDSA or RSA key, got {type(key).__name__}")
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    if key.public_key() != certs[0].public_key():
+        raise ValueError("key: it does not belong to the first certificate of the chain")
+    others = certs[1:] + (
+        x509.load_pem_x509_certificates(extra_certs_pem) if extra_certs_pem else []
+    )
+    return pkcs12.serialize_key_and_certificates(
+        friendly_name,
+        key,
+        certs[0],
+        others or None,
+        serialization.BestAvailableEncryption(passphrase),
+    )

@@ -1,5 +1,5 @@
 """aiotls.aiohttp against peers it did not write: curl, aiohttp on stdlib ssl, headless
-Chromium."""
+Chromium, and the examples run as programs (run_app and TLSConnector end to end)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import hashlib
 import json
 import shutil
 import ssl
+import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -21,6 +23,7 @@ from util import pattern
 
 from aiotls.aiohttp import TLSConnector
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 #: Bound on a browser run (start-up, two page loads, exit) on a slow shared machine.
 BROWSER_TIMEOUT = 45.0
 BIG = 20 << 20
@@ -204,3 +207,22 @@ async def test_chromium_loads_a_page_over_tls13_mlkem_and_resumes(
         assert conn["alpn"] == "http/1.1"
         assert conn["servername"] == "localhost"
     assert first_conn["reused"] is False and second_conn["reused"] is True
+
+
+async def test_examples_run_app_and_tlsconnector(tmp_path):
+    """examples/aiohttp_server.py (run_app) and examples/aiohttp_client.py against each
+    other; SIGTERM then stops the server gracefully (exit status 0)."""
+    ca_path = tmp_path / "ca.pem"
+    server_argv = [sys.executable, "-u", str(EXAMPLES / "aiohttp_server.py"),
+                   "--port", "0", "--ca-out", str(ca_path)]  # fmt: skip
+    async with run_peer(*server_argv) as server:
+        (port,) = await server.wait_for_output(r"Running on https://127\.0\.0\.1:(\d+) ")
+        client_argv = [sys.executable, str(EXAMPLES / "aiohttp_client.py"),
+                       "--url", f"https://127.0.0.1:{port}/", "--ca", str(ca_path)]  # fmt: skip
+        async with run_peer(*client_argv) as client:
+            assert await client.wait(timeout=30) == 0, str(client)
+        assert await server.terminate(timeout=30) == 0, str(server)
+    lines = client.stdout.decode().splitlines()
+    assert len(lines) == 2, str(client)
+    assert all(line.startswith("200 TLSv1.3 ") and "alpn=http/1.1" in line for line in lines)
+    assert lines[0].endswith("session_reused=False") and lines[1].endswith("session_reused=True")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the TLS peers the interop tests talk to (tests/test_interop_*.py).
-# Idempotent: installs from Debian only what is missing (gnutls-bin, openssl, nodejs, curl).
+# Idempotent: installs from Debian only what is missing (gnutls-bin, openssl, nodejs, curl,
+# and chromium for the headless-browser test of aiotls.aiohttp).
 set -euo pipefail
 
 missing=()
@@ -8,6 +9,7 @@ command -v gnutls-cli >/dev/null 2>&1 && command -v gnutls-serv >/dev/null 2>&1 
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 
 # Redis for examples/redis_sessions.py (tests/test_examples.py starts and stops its own server).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

@@ -2,7 +2,7 @@
 
 Each example without arguments is a demo that starts its own servers and clients on
 127.0.0.1 and exits 0; the lines it prints are the story it tells, checked here. The
-echo pair needs two processes (tests/test_cli.py::test_example_echo); the Redis
+echo and aiohttp pairs need two processes (tested beside their features); the Redis
 example gets a throwaway ``redis-server`` on a unix socket, started and stopped here;
 the STARTTLS server is also driven by ``openssl s_client -starttls smtp``.
 """
@@ -21,8 +21,12 @@ import aiotls
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TIMEOUT = 60
-#: Examples that need more than ``python examples/NAME`` (tested by their own tests).
-NOT_DEMOS = {"echo_server.py", "echo_client.py", "redis_sessions.py"}
+#: Examples that need more than ``python examples/NAME`` (tested by their own tests: the
+#: aiohttp pair by tests/test_aiohttp_peers.py::test_examples_run_app_and_tlsconnector).
+NOT_DEMOS = {
+    "echo_server.py", "echo_client.py", "redis_sessions.py",
+    "aiohttp_server.py", "aiohttp_client.py",
+}  # fmt: skip
 
 #: Lines (regular expressions, matched whole) each demo must print, in any order.
 EXPECTED: dict[str, list[str]] = {

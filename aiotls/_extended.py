@@ -66,6 +66,7 @@ __all__ = [
     "add_chain_cert",
     "available",
     "cipher_standard_name",
+    "client_hello_ext",
     "client_hello_session_id",
     "ctx_ctrl",
     "features",
@@ -137,6 +138,7 @@ _SIGNATURES: Final[dict[str, str]] = {
     ),
     "SSL_CTX_set_client_hello_cb": f"void (*)(SSL_CTX *, {_CLIENT_HELLO_CB}, void *)",
     "SSL_client_hello_get0_session_id": "size_t (*)(SSL *, const unsigned char **)",
+    "SSL_client_hello_get0_ext": "int (*)(SSL *, unsigned int, const unsigned char **, size_t *)",
     "SSL_SESSION_get_id": "const unsigned char *(*)(const SSL_SESSION *, unsigned int *)",
     "SSL_CIPHER_standard_name": "const char *(*)(const SSL_CIPHER *)",
     "EVP_PKEY_get0_type_name": "const char *(*)(const EVP_PKEY *)",
@@ -158,7 +160,11 @@ _FEATURES: Final[dict[str, tuple[str, ...]]] = {
     "peer_tmp_key": ("SSL_ctrl", "EVP_PKEY_get0_type_name"),
     "standard_cipher_name": ("SSL_CIPHER_standard_name",),
     "chain_per_cert": ("SSL_CTX_ctrl",),
-    "client_hello_cb": ("SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_session_id"),
+    "client_hello_cb": (
+        "SSL_CTX_set_client_hello_cb",
+        "SSL_client_hello_get0_session_id",
+        "SSL_client_hello_get0_ext",
+    ),
 }
 
 #: Functions both cffi and the symtab know, used to validate the load bias.
@@ -830,6 +836,17 @@ def client_hello_session_id(ssl_ptr: Any) -> bytes:
     if out[0] == ffi.NULL or length == 0:
         return b""
     return bytes(ffi.buffer(out[0], length))
+
+
+def client_hello_ext(ssl_ptr: Any, ext_type: int) -> bytes | None:
+    """The body of ClientHello extension ``ext_type``, None when the client sent none
+    (only inside the client-hello callback)."""
+    get = _fn("SSL_client_hello_get0_ext")
+    out = ffi.new("const unsigned char **")
+    length = ffi.new("size_t *")
+    if get(ssl_ptr, ext_type, out, length) != 1:
+        return None
+    return bytes(ffi.buffer(out[0], length[0])) if length[0] else b""
 
 
 def session_id(session_ptr: Any) -> bytes:

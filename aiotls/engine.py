@@ -39,6 +39,8 @@ _OP_NO_RENEGOTIATION = 0x40000000
 _WANT_CLIENT_HELLO_CB = 11  # SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings
 _GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
+# ClientHello extension types (IANA).
+_EXT_SERVER_NAME = 0
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
 # Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
@@ -73,6 +75,15 @@ def _session_ticket(session_der: bytes) -> bytes | None:
     return None
 
 
+def _hello_servername(ext: bytes | None) -> str | None:
+    """The host_name of a server_name extension body (RFC 6066); OpenSSL accepts exactly
+    one entry, of that type, so only the first is read."""
+    if not ext or len(ext) < 5 or ext[2] != 0:  # list length (2), name type (1), length (2)
+        return None
+    name = ext[5 : 5 + int.from_bytes(ext[3:5], "big")]
+    return name.decode("ascii", "replace") or None
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -94,6 +105,8 @@ class TLSEngine:
         "_conn",
         "_context",
         "_deferred",
+        "_hello_seen",
+        "_hello_sni",
         "_hello_state",
         "_hook_state",
         "_in",
@@ -150,6 +163,9 @@ class TLSEngine:
         self._hello_state: str | None = "armed" if external_sessions else None
         self.resume_session_id: bytes | None = None
         self._resume_data: bytes | None = None
+        # The SNI of the ClientHello being handled (server), once one has been read.
+        self._hello_seen = False
+        self._hello_sni: str | None = None
         #: Server: the OCSP response to staple. Client: the one stapled (None if none).
         self.ocsp_response: bytes | None = None
         #: Server hook (session_id, session_der) for each session OpenSSL creates.
@@ -160,6 +176,8 @@ class TLSEngine:
             context._wire_new_sessions(client=on_session is not None)
         if external_sessions:
             context._wire_session_store()
+        if server_side:
+            context._wire_client_hello()
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
@@ -386,7 +404,12 @@ class TLSEngine:
         return self.do_handshake()
 
     def _on_early_client_hello(self) -> int:
-        """The ClientHello callback: pause once to look the offered session id up."""
+        """The ClientHello callback: note the SNI of each ClientHello; pause once to
+        look the offered session id up."""
+        # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
+        # resumption (none unless a servername callback accepted it): keep our own.
+        self._hello_sni = _hello_servername(_extended.client_hello_ext(self._ssl, _EXT_SERVER_NAME))
+        self._hello_seen = True
         if self._hello_state != "armed":
             return 1
         self.resume_session_id = _extended.client_hello_session_id(self._ssl)
@@ -570,6 +593,8 @@ class TLSEngine:
         """The SNI name: sent (client) or received (server)."""
         if not self.server_side:
             return self.server_hostname
+        if self._hello_seen:
+            return self._hello_sni
         name = lib.SSL_get_servername(self._ssl, lib.TLSEXT_NAMETYPE_host_name)
         return None if name == ffi.NULL else ffi.string(name).decode("ascii", "replace")
 

@@ -153,7 +153,15 @@ _FEATURES: Final[dict[str, tuple[str, ...]]] = {
         "SSL_get0_next_proto_negotiated",
     ),
     "ticket_keys": ("SSL_CTX_ctrl",),
-    "resume_session": ("SSL_CTX_sess_set_new_cb", "SSL_CTX_sess_set_get_cb", "SSL_SESSION_get_id"),
+    "resume_session": (
+        "SSL_CTX_sess_set_new_cb",
+        "SSL_CTX_sess_set_get_cb",
+        "SSL_SESSION_get_id",
+        "SSL_CTX_set_client_hello_cb",
+        "SSL_client_hello_get0_session_id",
+        "SSL_client_hello_get0_ext",
+        "SSL_ctrl",
+    ),
     "new_session_cb": ("SSL_CTX_sess_set_new_cb",),
     "groups": ("SSL_CTX_ctrl",),
     "max_send_fragment": ("SSL_ctrl",),
@@ -164,6 +172,7 @@ _FEATURES: Final[dict[str, tuple[str, ...]]] = {
         "SSL_CTX_set_client_hello_cb",
         "SSL_client_hello_get0_session_id",
         "SSL_client_hello_get0_ext",
+        "SSL_ctrl",
     ),
 }
 

@@ -39,8 +39,11 @@ _OP_NO_RENEGOTIATION = 0x40000000
 _WANT_CLIENT_HELLO_CB = 11  # SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings
 _GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
+_CTRL_GET_MAX_PROTO_VERSION = 131  # SSL_get_max_proto_version is a macro over SSL_ctrl
+_TLS1_3 = SSL.TLS1_3_VERSION
 # ClientHello extension types (IANA).
 _EXT_SERVER_NAME = 0
+_EXT_SUPPORTED_VERSIONS = 43
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
 # Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
@@ -82,6 +85,13 @@ def _hello_servername(ext: bytes | None) -> str | None:
         return None
     name = ext[5 : 5 + int.from_bytes(ext[3:5], "big")]
     return name.decode("ascii", "replace") or None
+
+
+def _offers_tls13(ext: bytes | None) -> bool:
+    """Whether a supported_versions extension body (a length byte, then 2-byte
+    versions) lists TLS 1.3."""
+    versions = ext[1 : 1 + ext[0]] if ext else b""
+    return any(versions[i : i + 2] == b"\x03\x04" for i in range(0, len(versions) - 1, 2))
 
 
 def _is_ip(host: str) -> bool:
@@ -161,6 +171,7 @@ class TLSEngine:
         self._hook_state: str | None = "armed" if pause_handshake else None
         # The ClientHello pause, for an external session store (same states).
         self._hello_state: str | None = "armed" if external_sessions else None
+        #: The session id to look up (set at the ClientHello pause), None if none.
         self.resume_session_id: bytes | None = None
         self._resume_data: bytes | None = None
         # The SNI of the ClientHello being handled (server), once one has been read.
@@ -404,19 +415,29 @@ class TLSEngine:
         return self.do_handshake()
 
     def _on_early_client_hello(self) -> int:
-        """The ClientHello callback: note the SNI of each ClientHello; pause once to
-        look the offered session id up."""
+        """The ClientHello callback: note the SNI of each ClientHello; at the first,
+        pause once if it offers a session id that may resume."""
+        ssl = self._ssl
         # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
         # resumption (none unless a servername callback accepted it): keep our own.
-        self._hello_sni = _hello_servername(_extended.client_hello_ext(self._ssl, _EXT_SERVER_NAME))
+        self._hello_sni = _hello_servername(_extended.client_hello_ext(ssl, _EXT_SERVER_NAME))
         self._hello_seen = True
         if self._hello_state != "armed":
             return 1
-        self.resume_session_id = _extended.client_hello_session_id(self._ssl)
-        if not self.resume_session_id:
-            return 1
-        self._hello_state = "paused"
-        return -1
+        if self._may_end_below_tls13():
+            self.resume_session_id = _extended.client_hello_session_id(ssl) or None
+        wanted = self.resume_session_id is not None
+        self._hello_state = "paused" if wanted else "done"
+        return -1 if wanted else 1
+
+    def _may_end_below_tls13(self) -> bool:
+        """Whether this ClientHello can end on TLS 1.2 or lower, the only versions that
+        resume by session id (a TLS 1.3 ClientHello's id is a compatibility id)."""
+        if not _offers_tls13(_extended.client_hello_ext(self._ssl, _EXT_SUPPORTED_VERSIONS)):
+            return True
+        highest = _extended.ssl_ctrl(self._ssl, _CTRL_GET_MAX_PROTO_VERSION, 0)  # 0: no limit
+        no_tls13 = lib.SSL_get_options(self._ssl) & lib.SSL_OP_NO_TLSv1_3
+        return bool(no_tls13) or 0 < highest < _TLS1_3
 
     def set_resume_data(self, session_der: bytes | None) -> None:
         """The external store's answer for :attr:`resume_session_id` (before resume())."""

@@ -29,6 +29,7 @@ import asyncio
 import enum
 import inspect
 import logging
+import math
 import threading
 import time
 import warnings
@@ -47,6 +48,9 @@ __all__ = ["TLSTransport", "call_hook"]
 log = logging.getLogger("aiotls")
 
 _RECV_SIZE = 256 * 1024
+#: The longest wait for on_resume_session (and at most half the handshake time left):
+#: then the handshake goes on without the store, as a full handshake.
+SESSION_STORE_WAIT = 5.0
 _local = threading.local()
 
 
@@ -344,12 +348,27 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._step_handshake(engine.resume)
 
     async def _ask_session_store(self) -> None:
+        """Look the offered session id up with on_resume_session.
+
+        A store that raises, or does not answer within :data:`SESSION_STORE_WAIT`
+        seconds and half the handshake time left, means a full handshake and a
+        warning: a session store outage must not take TLS down.
+        """
         engine, hook = self._engine, self._options.on_resume_session
-        assert hook is not None and engine.resume_session_id is not None
+        if engine.resume_session_id is None:
+            return
+        assert hook is not None
+        left = self._timer.when() - self._loop.time() if self._timer is not None else math.inf
+        wait = min(SESSION_STORE_WAIT, left / 2)
         try:
-            data = await _maybe_await(hook(engine.resume_session_id))
-        except Exception as exc:
-            raise TLSError(f"on_resume_session failed: {exc!r}", code="ERR_TLS_HOOK") from exc
+            async with asyncio.timeout(wait):
+                data = await _maybe_await(hook(engine.resume_session_id))
+        except TimeoutError:
+            log.warning("on_resume_session gave no answer within %.3g s: full handshake", wait)
+            data = None
+        except Exception:
+            log.warning("on_resume_session failed: full handshake", exc_info=True)
+            data = None
         # Anything but bytes (None, junk) means a full handshake, never a crash.
         engine.set_resume_data(bytes(data) if isinstance(data, bytes | bytearray) else None)
 

@@ -43,6 +43,7 @@ _CTRL_GET_MAX_PROTO_VERSION = 131  # SSL_get_max_proto_version is a macro over S
 _TLS1_3 = SSL.TLS1_3_VERSION
 # ClientHello extension types (IANA).
 _EXT_SERVER_NAME = 0
+_EXT_ALPN = 16
 _EXT_SUPPORTED_VERSIONS = 43
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
@@ -109,12 +110,19 @@ class TLSEngine:
     side) stops the handshake once, after the ClientHello, with
     :attr:`handshake_paused` set, so that the caller may run hooks (for example
     swap the context for SNI with :meth:`set_context`) and then :meth:`resume`.
+    ``external_sessions`` and ``choose_alpn`` (server side) pause it earlier, at the
+    first ClientHello (:attr:`pause_reason` "client_hello"), when it offers a session
+    id that may resume (:attr:`resume_session_id`; answer with :meth:`set_resume_data`)
+    or an ALPN list (:attr:`alpn_offered`; answer with :meth:`set_alpn_choice`).
     """
 
     __slots__ = (
+        "_alpn_choice",
+        "_choose_alpn",
         "_conn",
         "_context",
         "_deferred",
+        "_external_sessions",
         "_hello_seen",
         "_hello_sni",
         "_hello_state",
@@ -127,6 +135,7 @@ class TLSEngine:
         "_sent_since_take",
         "_ssl",
         "_through_peak",
+        "alpn_offered",
         "alpn_select",
         "close_notify_received",
         "close_notify_sent",
@@ -150,6 +159,7 @@ class TLSEngine:
         pause_handshake: bool = False,
         allow_renegotiation: bool = False,
         external_sessions: bool = False,
+        choose_alpn: bool = False,
         request_ocsp: bool = False,
         session: bytes | None = None,
         on_keylog: Callable[[bytes], object] | None = None,
@@ -169,11 +179,17 @@ class TLSEngine:
         self._through_peak = 0  # largest chunk through a BIO since it was made: its capacity
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
-        # The ClientHello pause, for an external session store (same states).
-        self._hello_state: str | None = "armed" if external_sessions else None
+        # The ClientHello pause, for an external session store or an ALPN selector
+        # that must be awaited (same states).
+        self._hello_state: str | None = "armed" if external_sessions or choose_alpn else None
+        self._external_sessions = external_sessions
+        self._choose_alpn = choose_alpn
         #: The session id to look up (set at the ClientHello pause), None if none.
         self.resume_session_id: bytes | None = None
         self._resume_data: bytes | None = None
+        #: The client's ALPN list (set at the ClientHello pause), None if it sent none.
+        self.alpn_offered: list[bytes] | None = None
+        self._alpn_choice: bytes | None = None
         # The SNI of the ClientHello being handled (server), once one has been read.
         self._hello_seen = False
         self._hello_sni: str | None = None
@@ -187,6 +203,8 @@ class TLSEngine:
             context._wire_new_sessions(client=on_session is not None)
         if external_sessions:
             context._wire_session_store()
+        if choose_alpn:
+            _extended.require("client_hello_cb", "alpn_protocols (a selector that may await)")
         if server_side:
             context._wire_client_hello()
         #: Asked at each client renegotiation (server side); False refuses it.
@@ -389,7 +407,7 @@ class TLSEngine:
 
     @property
     def pause_reason(self) -> str | None:
-        """Why the handshake waits: "client_hello" (session store) or "certificate"."""
+        """Why the handshake waits: "client_hello" (session store, ALPN) or "certificate"."""
         if self._hello_state == "paused":
             return "client_hello"
         return "certificate" if self._hook_state == "paused" else None
@@ -416,7 +434,7 @@ class TLSEngine:
 
     def _on_early_client_hello(self) -> int:
         """The ClientHello callback: note the SNI of each ClientHello; at the first,
-        pause once if it offers a session id that may resume."""
+        pause once if the caller has something to look up (session id, ALPN list)."""
         ssl = self._ssl
         # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
         # resumption (none unless a servername callback accepted it): keep our own.
@@ -424,9 +442,13 @@ class TLSEngine:
         self._hello_seen = True
         if self._hello_state != "armed":
             return 1
-        if self._may_end_below_tls13():
+        if self._external_sessions and self._may_end_below_tls13():
             self.resume_session_id = _extended.client_hello_session_id(ssl) or None
-        wanted = self.resume_session_id is not None
+        if self._choose_alpn:
+            wire = _extended.client_hello_ext(ssl, _EXT_ALPN)  # a 2-byte length, then the list
+            offered = list(b._alpn_offsets(wire[2:])) if wire else []
+            self.alpn_offered = offered or None
+        wanted = self.resume_session_id is not None or self.alpn_offered is not None
         self._hello_state = "paused" if wanted else "done"
         return -1 if wanted else 1
 
@@ -438,6 +460,11 @@ class TLSEngine:
         highest = _extended.ssl_ctrl(self._ssl, _CTRL_GET_MAX_PROTO_VERSION, 0)  # 0: no limit
         no_tls13 = lib.SSL_get_options(self._ssl) & lib.SSL_OP_NO_TLSv1_3
         return bool(no_tls13) or 0 < highest < _TLS1_3
+
+    def set_alpn_choice(self, protocol: bytes | None) -> None:
+        """The answer to :attr:`alpn_offered` (before resume()); None refuses the
+        handshake with the no_application_protocol alert."""
+        self._alpn_choice = protocol
 
     def set_resume_data(self, session_der: bytes | None) -> None:
         """The external store's answer for :attr:`resume_session_id` (before resume())."""
@@ -543,9 +570,11 @@ class TLSEngine:
 
     @property
     def _alpn_configured(self) -> bool:
-        return self.alpn_select is not None or bool(self._context._alpn_list)
+        return self._choose_alpn or self.alpn_select is not None or bool(self._context._alpn_list)
 
     def _select_alpn(self, offered: list[bytes]) -> bytes | None:
+        if self._choose_alpn:  # answered at the ClientHello pause
+            return self._alpn_choice if self._alpn_choice in offered else None
         if self.alpn_select is not None:
             return self.alpn_select(offered)
         for proto in self._context._alpn_list:

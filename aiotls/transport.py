@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import certinfo
+from . import _extended, certinfo
 from .context import SecureContext
 from .engine import TLSEngine
 from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
@@ -81,6 +81,12 @@ def call_hook(loop: asyncio.AbstractEventLoop, hook: Callable[..., Any], *args: 
 async def _maybe_await(value: Any) -> Any:
     """The value, or what it resolves to when a hook returned an awaitable."""
     return await value if inspect.isawaitable(value) else value
+
+
+def _alpn_bytes(choice: object, offered: list[bytes]) -> bytes | None:
+    """An ALPN selector's answer as one of the offered protocols, or None (refuse)."""
+    raw = choice.encode() if isinstance(choice, str) else choice
+    return raw if isinstance(raw, bytes) and raw in offered else None
 
 
 def _log_hook_failure(task: asyncio.Future[Any]) -> None:
@@ -182,6 +188,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._on_lost = on_lost
         self._connect_app = connect_app
         self._check_host = server_hostname
+        # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
+        # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
+        alpn_pause = options.alpn_callback is not None and _extended.features()["client_hello_cb"]
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,
@@ -189,13 +198,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             pause_handshake=options.sni_callback is not None or options.on_ocsp_request is not None,
             allow_renegotiation=options.allow_renegotiation,
             external_sessions=options.on_resume_session is not None,
+            choose_alpn=alpn_pause,
             request_ocsp=options.request_ocsp,
             on_new_session=self._hook_caller(options.on_new_session),
             on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
         )
-        if options.alpn_callback is not None:
+        if options.alpn_callback is not None and not alpn_pause:
             self._engine.alpn_select = self._alpn_select
         if options.allow_renegotiation:
             self._engine.on_renegotiation = self._count_renegotiation
@@ -329,13 +339,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     async def _run_hooks(self) -> None:
         """Await the server's handshake hooks while the handshake is paused.
 
-        At the ClientHello: on_resume_session (external session store). After it,
-        at certificate selection: sni_callback, then on_ocsp_request.
+        At the ClientHello: on_resume_session (external session store), an ALPN
+        selector. After it, at certificate selection: sni_callback, then on_ocsp_request.
         """
         engine = self._engine
         try:
             if engine.pause_reason == "client_hello":
                 await self._ask_session_store()
+                await self._choose_alpn()
             else:
                 await self._choose_context()
                 await self._staple_ocsp()
@@ -371,6 +382,25 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             data = None
         # Anything but bytes (None, junk) means a full handshake, never a crash.
         engine.set_resume_data(bytes(data) if isinstance(data, bytes | bytearray) else None)
+
+    async def _choose_alpn(self) -> None:
+        """Await the ALPN selector on the client's list; a failure refuses the handshake
+        with the no_application_protocol alert (and is logged)."""
+        engine = self._engine
+        if engine.alpn_offered is None:
+            return
+        try:
+            choice = await _maybe_await(self._ask_alpn_selector(engine.alpn_offered))
+        except Exception:
+            log.error("alpn_protocols selector failed: no_application_protocol", exc_info=True)
+            choice = None
+        engine.set_alpn_choice(_alpn_bytes(choice, engine.alpn_offered))
+
+    def _ask_alpn_selector(self, offered: list[bytes]) -> Any:
+        """The selector's answer (or awaitable) for the client's list and our SNI."""
+        callback = self._options.alpn_callback
+        assert callback is not None
+        return callback([p.decode("ascii", "replace") for p in offered], self.servername)
 
     async def _choose_context(self) -> None:
         engine, sni = self._engine, self._options.sni_callback
@@ -422,13 +452,16 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         call_hook(self._loop, self._options.on_keylog, line)
 
     def _alpn_select(self, offered: list[bytes]) -> bytes | None:
-        callback = self._options.alpn_callback
-        assert callback is not None
-        choice = callback([p.decode("ascii", "replace") for p in offered], self.servername)
-        if choice is None:
+        """OpenSSL's ALPN callback asks a plain selector (no ClientHello pause here)."""
+        try:
+            choice = self._ask_alpn_selector(offered)
+            if inspect.isawaitable(choice):
+                getattr(choice, "close", lambda: None)()  # never awaited: no warning either
+                raise TypeError("an async selector needs extended OpenSSL access")
+        except Exception:
+            log.error("alpn_protocols selector failed: no_application_protocol", exc_info=True)
             return None
-        raw = choice.encode() if isinstance(choice, str) else choice
-        return raw if raw in offered else None
+        return _alpn_bytes(choice, offered)
 
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timer = None

@@ -83,6 +83,7 @@ __all__ = [
     "set_new_session_cb",
     "set_npn_advertised",
     "set_npn_select",
+    "set_session_id",
     "set_ticket_keys",
     "ssl_ctrl",
     "unavailable_reason",
@@ -140,6 +141,7 @@ _SIGNATURES: Final[dict[str, str]] = {
     "SSL_client_hello_get0_session_id": "size_t (*)(SSL *, const unsigned char **)",
     "SSL_client_hello_get0_ext": "int (*)(SSL *, unsigned int, const unsigned char **, size_t *)",
     "SSL_SESSION_get_id": "const unsigned char *(*)(const SSL_SESSION *, unsigned int *)",
+    "SSL_SESSION_set1_id": "int (*)(SSL_SESSION *, const unsigned char *, unsigned int)",
     "SSL_CIPHER_standard_name": "const char *(*)(const SSL_CIPHER *)",
     "EVP_PKEY_get0_type_name": "const char *(*)(const EVP_PKEY *)",
 }
@@ -162,7 +164,7 @@ _FEATURES: Final[dict[str, tuple[str, ...]]] = {
         "SSL_client_hello_get0_ext",
         "SSL_ctrl",
     ),
-    "new_session_cb": ("SSL_CTX_sess_set_new_cb",),
+    "new_session_cb": ("SSL_CTX_sess_set_new_cb", "SSL_SESSION_get_id", "SSL_SESSION_set1_id"),
     "groups": ("SSL_CTX_ctrl",),
     "max_send_fragment": ("SSL_ctrl",),
     "peer_tmp_key": ("SSL_ctrl", "EVP_PKEY_get0_type_name"),
@@ -866,6 +868,14 @@ def session_id(session_ptr: Any) -> bytes:
     if data == ffi.NULL or length[0] == 0:
         return b""
     return bytes(ffi.buffer(data, length[0]))
+
+
+def set_session_id(session_ptr: Any, sid: bytes) -> None:
+    """``SSL_SESSION_set1_id``: give a session its id (1 to 32 bytes; OpenSSL copies it)."""
+    set1_id = _fn("SSL_SESSION_set1_id")
+    if set1_id(session_ptr, sid, len(sid)) != 1:
+        lib.ERR_clear_error()
+        raise ValueError(f"OpenSSL refused a {len(sid)}-byte session id")
 
 
 def session_der(session_ptr: Any) -> bytes:

@@ -14,6 +14,7 @@ decrypts a whole received chunk per call rather than a record per call.
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -222,7 +223,7 @@ class TLSEngine:
         if server_side:
             conn.set_accept_state()
             self._apply_server_verify()
-            if pause_handshake or allow_renegotiation:
+            if pause_handshake or allow_renegotiation or on_new_session is not None:
                 lib.SSL_set_cert_cb(self._ssl, b.cert_callback, ffi.NULL)
             if allow_renegotiation:  # OpenSSL 3.2+ refuses client renegotiation without it
                 lib.SSL_set_options(self._ssl, _OP_ALLOW_CLIENT_RENEGOTIATION)
@@ -505,6 +506,8 @@ class TLSEngine:
 
     def _on_client_hello(self) -> int:
         """The certificate callback's answer: 1 go on, -1 pause for hooks, 0 refuse."""
+        if self.on_new_session is not None:
+            self._name_ticket_session()
         if self.handshake_complete:  # a client-initiated renegotiation
             if self.on_renegotiation is not None:
                 self._refusal = self.on_renegotiation()
@@ -513,6 +516,22 @@ class TLSEngine:
             self._hook_state = "paused"
             return -1
         return 1
+
+    def _name_ticket_session(self) -> None:
+        """Give a new TLS 1.2 session that will go out as a ticket an id of its own.
+
+        OpenSSL leaves such a session without an id and never reports an id-less
+        session to the new-session callback, so on_new_session would miss every
+        TLS 1.2 handshake with tickets. With an id (sent in the ServerHello beside
+        the ticket, as RFC 5077 allows) the session is reported, and resumable by
+        id as well as by ticket.
+        """
+        ssl = self._ssl
+        if lib.SSL_version(ssl) >= _TLS1_3 or lib.SSL_session_reused(ssl):
+            return
+        session = lib.SSL_get_session(ssl)
+        if session != ffi.NULL and not _extended.session_id(session):
+            _extended.set_session_id(session, os.urandom(32))
 
     # -- renegotiation and post-handshake authentication -----------------------------
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the TLS peers the interop tests talk to (tests/test_interop_*.py).
 # Idempotent: installs from Debian only what is missing (gnutls-bin, openssl, nodejs, curl,
-# and chromium for the headless-browser test of aiotls.aiohttp).
+# chromium for the headless-browser test of aiotls.aiohttp, nginx-light: a reverse proxy that
+# resumes TLS sessions to its upstream, redis-server for an example).
 set -euo pipefail
 
 missing=()
@@ -10,6 +11,7 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 
 # Redis for examples/redis_sessions.py (tests/test_examples.py starts and stops its own server).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

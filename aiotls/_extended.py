@@ -66,6 +66,7 @@ __all__ = [
     "add_chain_cert",
     "available",
     "cipher_standard_name",
+    "client_hello_ext",
     "client_hello_session_id",
     "ctx_ctrl",
     "features",
@@ -82,6 +83,7 @@ __all__ = [
     "set_new_session_cb",
     "set_npn_advertised",
     "set_npn_select",
+    "set_session_id",
     "set_ticket_keys",
     "ssl_ctrl",
     "unavailable_reason",
@@ -137,7 +139,9 @@ _SIGNATURES: Final[dict[str, str]] = {
     ),
     "SSL_CTX_set_client_hello_cb": f"void (*)(SSL_CTX *, {_CLIENT_HELLO_CB}, void *)",
     "SSL_client_hello_get0_session_id": "size_t (*)(SSL *, const unsigned char **)",
+    "SSL_client_hello_get0_ext": "int (*)(SSL *, unsigned int, const unsigned char **, size_t *)",
     "SSL_SESSION_get_id": "const unsigned char *(*)(const SSL_SESSION *, unsigned int *)",
+    "SSL_SESSION_set1_id": "int (*)(SSL_SESSION *, const unsigned char *, unsigned int)",
     "SSL_CIPHER_standard_name": "const char *(*)(const SSL_CIPHER *)",
     "EVP_PKEY_get0_type_name": "const char *(*)(const EVP_PKEY *)",
 }
@@ -151,14 +155,27 @@ _FEATURES: Final[dict[str, tuple[str, ...]]] = {
         "SSL_get0_next_proto_negotiated",
     ),
     "ticket_keys": ("SSL_CTX_ctrl",),
-    "resume_session": ("SSL_CTX_sess_set_new_cb", "SSL_CTX_sess_set_get_cb", "SSL_SESSION_get_id"),
-    "new_session_cb": ("SSL_CTX_sess_set_new_cb",),
+    "resume_session": (
+        "SSL_CTX_sess_set_new_cb",
+        "SSL_CTX_sess_set_get_cb",
+        "SSL_SESSION_get_id",
+        "SSL_CTX_set_client_hello_cb",
+        "SSL_client_hello_get0_session_id",
+        "SSL_client_hello_get0_ext",
+        "SSL_ctrl",
+    ),
+    "new_session_cb": ("SSL_CTX_sess_set_new_cb", "SSL_SESSION_get_id", "SSL_SESSION_set1_id"),
     "groups": ("SSL_CTX_ctrl",),
     "max_send_fragment": ("SSL_ctrl",),
     "peer_tmp_key": ("SSL_ctrl", "EVP_PKEY_get0_type_name"),
     "standard_cipher_name": ("SSL_CIPHER_standard_name",),
     "chain_per_cert": ("SSL_CTX_ctrl",),
-    "client_hello_cb": ("SSL_CTX_set_client_hello_cb", "SSL_client_hello_get0_session_id"),
+    "client_hello_cb": (
+        "SSL_CTX_set_client_hello_cb",
+        "SSL_client_hello_get0_session_id",
+        "SSL_client_hello_get0_ext",
+        "SSL_ctrl",
+    ),
 }
 
 #: Functions both cffi and the symtab know, used to validate the load bias.
@@ -832,6 +849,17 @@ def client_hello_session_id(ssl_ptr: Any) -> bytes:
     return bytes(ffi.buffer(out[0], length))
 
 
+def client_hello_ext(ssl_ptr: Any, ext_type: int) -> bytes | None:
+    """The body of ClientHello extension ``ext_type``, None when the client sent none
+    (only inside the client-hello callback)."""
+    get = _fn("SSL_client_hello_get0_ext")
+    out = ffi.new("const unsigned char **")
+    length = ffi.new("size_t *")
+    if get(ssl_ptr, ext_type, out, length) != 1:
+        return None
+    return bytes(ffi.buffer(out[0], length[0])) if length[0] else b""
+
+
 def session_id(session_ptr: Any) -> bytes:
     """``SSL_SESSION_get_id``: the session's id (empty for a TLS 1.3 session until sent)."""
     get = _fn("SSL_SESSION_get_id")
@@ -840,6 +868,14 @@ def session_id(session_ptr: Any) -> bytes:
     if data == ffi.NULL or length[0] == 0:
         return b""
     return bytes(ffi.buffer(data, length[0]))
+
+
+def set_session_id(session_ptr: Any, sid: bytes) -> None:
+    """``SSL_SESSION_set1_id``: give a session its id (1 to 32 bytes; OpenSSL copies it)."""
+    set1_id = _fn("SSL_SESSION_set1_id")
+    if set1_id(session_ptr, sid, len(sid)) != 1:
+        lib.ERR_clear_error()
+        raise ValueError(f"OpenSSL refused a {len(sid)}-byte session id")
 
 
 def session_der(session_ptr: Any) -> bytes:

@@ -304,9 +304,16 @@ class SecureContext:
         if "store" not in self._sessions_wired:
             _extended.require("resume_session", "on_resume_session")
             b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
-            _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
             _extended.set_get_session_cb(self._ctx._context, _lookup_session)
             self._sessions_wired.add("store")
+
+    def _wire_client_hello(self) -> None:
+        """Have servers on this context read each ClientHello through the engine (its SNI;
+        pauses for on_resume_session and async ALPN). Without extended OpenSSL access
+        this does nothing: servername is then OpenSSL's, and those pauses unavailable."""
+        if "hello" not in self._sessions_wired and _extended.features()["client_hello_cb"]:
+            _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
+            self._sessions_wired.add("hello")
 
     def __repr__(self) -> str:
         subjects = [c.subject.rfc4514_string() for c in self.certificates]

@@ -14,6 +14,7 @@ decrypts a whole received chunk per call rather than a record per call.
 from __future__ import annotations
 
 import ipaddress
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,12 @@ _OP_NO_RENEGOTIATION = 0x40000000
 _WANT_CLIENT_HELLO_CB = 11  # SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings
 _GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
+_CTRL_GET_MAX_PROTO_VERSION = 131  # SSL_get_max_proto_version is a macro over SSL_ctrl
+_TLS1_3 = SSL.TLS1_3_VERSION
+# ClientHello extension types (IANA).
+_EXT_SERVER_NAME = 0
+_EXT_ALPN = 16
+_EXT_SUPPORTED_VERSIONS = 43
 _SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
 _MAX_RECORD = 16384 + 2048
 # Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
@@ -76,6 +83,22 @@ def _session_ticket(session_der: bytes) -> bytes | None:
     return None
 
 
+def _hello_servername(ext: bytes | None) -> str | None:
+    """The host_name of a server_name extension body (RFC 6066); OpenSSL accepts exactly
+    one entry, of that type, so only the first is read."""
+    if not ext or len(ext) < 5 or ext[2] != 0:  # list length (2), name type (1), length (2)
+        return None
+    name = ext[5 : 5 + int.from_bytes(ext[3:5], "big")]
+    return name.decode("ascii", "replace") or None
+
+
+def _offers_tls13(ext: bytes | None) -> bool:
+    """Whether a supported_versions extension body (a length byte, then 2-byte
+    versions) lists TLS 1.3."""
+    versions = ext[1 : 1 + ext[0]] if ext else b""
+    return any(versions[i : i + 2] == b"\x03\x04" for i in range(0, len(versions) - 1, 2))
+
+
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -91,12 +114,21 @@ class TLSEngine:
     side) stops the handshake once, after the ClientHello, with
     :attr:`handshake_paused` set, so that the caller may run hooks (for example
     swap the context for SNI with :meth:`set_context`) and then :meth:`resume`.
+    ``external_sessions`` and ``choose_alpn`` (server side) pause it earlier, at the
+    first ClientHello (:attr:`pause_reason` "client_hello"), when it offers a session
+    id that may resume (:attr:`resume_session_id`; answer with :meth:`set_resume_data`)
+    or an ALPN list (:attr:`alpn_offered`; answer with :meth:`set_alpn_choice`).
     """
 
     __slots__ = (
+        "_alpn_choice",
+        "_choose_alpn",
         "_conn",
         "_context",
         "_deferred",
+        "_external_sessions",
+        "_hello_seen",
+        "_hello_sni",
         "_hello_state",
         "_hook_state",
         "_in",
@@ -107,6 +139,7 @@ class TLSEngine:
         "_sent_since_take",
         "_ssl",
         "_through_peak",
+        "alpn_offered",
         "alpn_select",
         "close_notify_received",
         "close_notify_sent",
@@ -130,6 +163,7 @@ class TLSEngine:
         pause_handshake: bool = False,
         allow_renegotiation: bool = False,
         external_sessions: bool = False,
+        choose_alpn: bool = False,
         request_ocsp: bool = False,
         session: bytes | None = None,
         on_keylog: Callable[[bytes], object] | None = None,
@@ -149,10 +183,20 @@ class TLSEngine:
         self._through_peak = 0  # largest chunk through a BIO since it was made: its capacity
         # None: no pause wanted; "armed": pause at the next ClientHello; "paused"; "done".
         self._hook_state: str | None = "armed" if pause_handshake else None
-        # The ClientHello pause, for an external session store (same states).
-        self._hello_state: str | None = "armed" if external_sessions else None
+        # The ClientHello pause, for an external session store or an ALPN selector
+        # that must be awaited (same states).
+        self._hello_state: str | None = "armed" if external_sessions or choose_alpn else None
+        self._external_sessions = external_sessions
+        self._choose_alpn = choose_alpn
+        #: The session id to look up (set at the ClientHello pause), None if none.
         self.resume_session_id: bytes | None = None
         self._resume_data: bytes | None = None
+        #: The client's ALPN list (set at the ClientHello pause), None if it sent none.
+        self.alpn_offered: list[bytes] | None = None
+        self._alpn_choice: bytes | None = None
+        # The SNI of the ClientHello being handled (server), once one has been read.
+        self._hello_seen = False
+        self._hello_sni: str | None = None
         #: Server: the OCSP response to staple. Client: the one stapled (None if none).
         self.ocsp_response: bytes | None = None
         #: Server hook (session_id, session_der) for each session OpenSSL creates.
@@ -163,6 +207,10 @@ class TLSEngine:
             context._wire_new_sessions(client=on_session is not None)
         if external_sessions:
             context._wire_session_store()
+        if choose_alpn:
+            _extended.require("client_hello_cb", "alpn_protocols (a selector that may await)")
+        if server_side:
+            context._wire_client_hello()
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
@@ -178,7 +226,7 @@ class TLSEngine:
         if server_side:
             conn.set_accept_state()
             self._apply_server_verify()
-            if pause_handshake or allow_renegotiation:
+            if pause_handshake or allow_renegotiation or on_new_session is not None:
                 lib.SSL_set_cert_cb(self._ssl, b.cert_callback, ffi.NULL)
             if allow_renegotiation:  # OpenSSL 3.2+ refuses client renegotiation without it
                 lib.SSL_set_options(self._ssl, _OP_ALLOW_CLIENT_RENEGOTIATION)
@@ -378,7 +426,7 @@ class TLSEngine:
 
     @property
     def pause_reason(self) -> str | None:
-        """Why the handshake waits: "client_hello" (session store) or "certificate"."""
+        """Why the handshake waits: "client_hello" (session store, ALPN) or "certificate"."""
         if self._hello_state == "paused":
             return "client_hello"
         return "certificate" if self._hook_state == "paused" else None
@@ -404,14 +452,38 @@ class TLSEngine:
         return self.do_handshake()
 
     def _on_early_client_hello(self) -> int:
-        """The ClientHello callback: pause once to look the offered session id up."""
+        """The ClientHello callback: note the SNI of each ClientHello; at the first,
+        pause once if the caller has something to look up (session id, ALPN list)."""
+        ssl = self._ssl
+        # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
+        # resumption (none unless a servername callback accepted it): keep our own.
+        self._hello_sni = _hello_servername(_extended.client_hello_ext(ssl, _EXT_SERVER_NAME))
+        self._hello_seen = True
         if self._hello_state != "armed":
             return 1
-        self.resume_session_id = _extended.client_hello_session_id(self._ssl)
-        if not self.resume_session_id:
-            return 1
-        self._hello_state = "paused"
-        return -1
+        if self._external_sessions and self._may_end_below_tls13():
+            self.resume_session_id = _extended.client_hello_session_id(ssl) or None
+        if self._choose_alpn:
+            wire = _extended.client_hello_ext(ssl, _EXT_ALPN)  # a 2-byte length, then the list
+            offered = list(b._alpn_offsets(wire[2:])) if wire else []
+            self.alpn_offered = offered or None
+        wanted = self.resume_session_id is not None or self.alpn_offered is not None
+        self._hello_state = "paused" if wanted else "done"
+        return -1 if wanted else 1
+
+    def _may_end_below_tls13(self) -> bool:
+        """Whether this ClientHello can end on TLS 1.2 or lower, the only versions that
+        resume by session id (a TLS 1.3 ClientHello's id is a compatibility id)."""
+        if not _offers_tls13(_extended.client_hello_ext(self._ssl, _EXT_SUPPORTED_VERSIONS)):
+            return True
+        highest = _extended.ssl_ctrl(self._ssl, _CTRL_GET_MAX_PROTO_VERSION, 0)  # 0: no limit
+        no_tls13 = lib.SSL_get_options(self._ssl) & lib.SSL_OP_NO_TLSv1_3
+        return bool(no_tls13) or 0 < highest < _TLS1_3
+
+    def set_alpn_choice(self, protocol: bytes | None) -> None:
+        """The answer to :attr:`alpn_offered` (before resume()); None refuses the
+        handshake with the no_application_protocol alert."""
+        self._alpn_choice = protocol
 
     def set_resume_data(self, session_der: bytes | None) -> None:
         """The external store's answer for :attr:`resume_session_id` (before resume())."""
@@ -452,6 +524,8 @@ class TLSEngine:
 
     def _on_client_hello(self) -> int:
         """The certificate callback's answer: 1 go on, -1 pause for hooks, 0 refuse."""
+        if self.on_new_session is not None:
+            self._name_ticket_session()
         if self.handshake_complete:  # a client-initiated renegotiation
             if self.on_renegotiation is not None:
                 self._refusal = self.on_renegotiation()
@@ -460,6 +534,22 @@ class TLSEngine:
             self._hook_state = "paused"
             return -1
         return 1
+
+    def _name_ticket_session(self) -> None:
+        """Give a new TLS 1.2 session that will go out as a ticket an id of its own.
+
+        OpenSSL leaves such a session without an id and never reports an id-less
+        session to the new-session callback, so on_new_session would miss every
+        TLS 1.2 handshake with tickets. With an id (sent in the ServerHello beside
+        the ticket, as RFC 5077 allows) the session is reported, and resumable by
+        id as well as by ticket.
+        """
+        ssl = self._ssl
+        if lib.SSL_version(ssl) >= _TLS1_3 or lib.SSL_session_reused(ssl):
+            return
+        session = lib.SSL_get_session(ssl)
+        if session != ffi.NULL and not _extended.session_id(session):
+            _extended.set_session_id(session, os.urandom(32))
 
     # -- renegotiation and post-handshake authentication -----------------------------
 
@@ -517,9 +607,11 @@ class TLSEngine:
 
     @property
     def _alpn_configured(self) -> bool:
-        return self.alpn_select is not None or bool(self._context._alpn_list)
+        return self._choose_alpn or self.alpn_select is not None or bool(self._context._alpn_list)
 
     def _select_alpn(self, offered: list[bytes]) -> bytes | None:
+        if self._choose_alpn:  # answered at the ClientHello pause
+            return self._alpn_choice if self._alpn_choice in offered else None
         if self.alpn_select is not None:
             return self.alpn_select(offered)
         for proto in self._context._alpn_list:
@@ -588,6 +680,8 @@ class TLSEngine:
         """The SNI name: sent (client) or received (server)."""
         if not self.server_side:
             return self.server_hostname
+        if self._hello_seen:
+            return self._hello_sni
         name = lib.SSL_get_servername(self._ssl, lib.TLSEXT_NAMETYPE_host_name)
         return None if name == ffi.NULL else ffi.string(name).decode("ascii", "replace")
 

@@ -8,12 +8,14 @@ the call that received it, naming the option.
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import _extended
 from .context import (
     CONTEXT_OPTIONS,
     SecureContext,
@@ -148,6 +150,8 @@ def split(
         if not server_side:
             raise TypeError("alpn_protocols: a callable is a server option; clients give a list")
         alpn_callback = ctx_kwargs.pop("alpn_protocols")
+        if inspect.iscoroutinefunction(alpn_callback):  # awaited at the ClientHello pause
+            _extended.require("client_hello_cb", "alpn_protocols")
     if context is None:
         context = create_secure_context(**ctx_kwargs)
     elif not isinstance(context, SecureContext):

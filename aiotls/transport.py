@@ -32,13 +32,14 @@ import asyncio
 import enum
 import inspect
 import logging
+import math
 import threading
 import time
 import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import certinfo
+from . import _extended, certinfo
 from .context import SecureContext
 from .engine import TLSEngine
 from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
@@ -50,6 +51,9 @@ __all__ = ["TLSTransport", "call_hook"]
 log = logging.getLogger("aiotls")
 
 _RECV_SIZE = 256 * 1024
+#: The longest wait for on_resume_session (and at most half the handshake time left):
+#: then the handshake goes on without the store, as a full handshake.
+SESSION_STORE_WAIT = 5.0
 _local = threading.local()
 
 
@@ -87,6 +91,12 @@ def call_hook(
 async def _maybe_await(value: Any) -> Any:
     """The value, or what it resolves to when a hook returned an awaitable."""
     return await value if inspect.isawaitable(value) else value
+
+
+def _alpn_bytes(choice: object, offered: list[bytes]) -> bytes | None:
+    """An ALPN selector's answer as one of the offered protocols, or None (refuse)."""
+    raw = choice.encode() if isinstance(choice, str) else choice
+    return raw if isinstance(raw, bytes) and raw in offered else None
 
 
 def _log_hook_failure(task: asyncio.Future[Any]) -> None:
@@ -222,6 +232,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._on_lost = on_lost
         self._connect_app = connect_app
         self._check_host = server_hostname
+        # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
+        # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
+        alpn_pause = options.alpn_callback is not None and _extended.features()["client_hello_cb"]
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,
@@ -229,13 +242,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             pause_handshake=options.sni_callback is not None or options.on_ocsp_request is not None,
             allow_renegotiation=options.allow_renegotiation,
             external_sessions=options.on_resume_session is not None,
+            choose_alpn=alpn_pause,
             request_ocsp=options.request_ocsp,
             on_new_session=self._new_session if options.on_new_session is not None else None,
             on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
         )
-        if options.alpn_callback is not None:
+        if options.alpn_callback is not None and not alpn_pause:
             self._engine.alpn_select = self._alpn_select
         if options.allow_renegotiation:
             self._engine.on_renegotiation = self._count_renegotiation
@@ -396,13 +410,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     async def _run_hooks(self) -> None:
         """Await the server's handshake hooks while the handshake is paused.
 
-        At the ClientHello: on_resume_session (external session store). After it,
-        at certificate selection: sni_callback, then on_ocsp_request.
+        At the ClientHello: on_resume_session (external session store), an ALPN
+        selector. After it, at certificate selection: sni_callback, then on_ocsp_request.
         """
         engine = self._engine
         try:
             if engine.pause_reason == "client_hello":
                 await self._ask_session_store()
+                await self._choose_alpn()
             else:
                 await self._choose_context()
                 await self._staple_ocsp()
@@ -413,14 +428,48 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._step_handshake(engine.resume)
 
     async def _ask_session_store(self) -> None:
+        """Look the offered session id up with on_resume_session.
+
+        A store that raises, or does not answer within :data:`SESSION_STORE_WAIT`
+        seconds and half the handshake time left, means a full handshake and a
+        warning: a session store outage must not take TLS down.
+        """
         engine, hook = self._engine, self._options.on_resume_session
-        assert hook is not None and engine.resume_session_id is not None
+        if engine.resume_session_id is None:
+            return
+        assert hook is not None
+        left = self._timer.when() - self._loop.time() if self._timer is not None else math.inf
+        wait = min(SESSION_STORE_WAIT, left / 2)
         try:
-            data = await _maybe_await(hook(engine.resume_session_id))
-        except Exception as exc:
-            raise TLSError(f"on_resume_session failed: {exc!r}", code="ERR_TLS_HOOK") from exc
+            async with asyncio.timeout(wait):
+                data = await _maybe_await(hook(engine.resume_session_id))
+        except TimeoutError:
+            log.warning("on_resume_session gave no answer within %.3g s: full handshake", wait)
+            data = None
+        except Exception:
+            log.warning("on_resume_session failed: full handshake", exc_info=True)
+            data = None
         # Anything but bytes (None, junk) means a full handshake, never a crash.
         engine.set_resume_data(bytes(data) if isinstance(data, bytes | bytearray) else None)
+
+    async def _choose_alpn(self) -> None:
+        """Await the ALPN selector on the client's list; a failure refuses the handshake
+        with the no_application_protocol alert (and is logged)."""
+        engine = self._engine
+        if engine.alpn_offered is None:
+            return
+        try:
+            choice = await _maybe_await(self._ask_alpn_selector(engine.alpn_offered))
+        except Exception:
+            log.error("alpn_protocols selector failed: no_application_protocol", exc_info=True)
+            choice = None
+        engine.set_alpn_choice(_alpn_bytes(choice, engine.alpn_offered))
+
+    def _ask_alpn_selector(self, offered: list[bytes]) -> Any:
+        """The selector's answer (or awaitable) for the client's list and our SNI."""
+        callback = self._options.alpn_callback
+        assert callback is not None
+        return callback([p.decode("ascii", "replace") for p in offered], self.servername)
 
     async def _choose_context(self) -> None:
         engine, sni = self._engine, self._options.sni_callback
@@ -472,13 +521,16 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         call_hook(self._loop, self._options.on_keylog, line)
 
     def _alpn_select(self, offered: list[bytes]) -> bytes | None:
-        callback = self._options.alpn_callback
-        assert callback is not None
-        choice = callback([p.decode("ascii", "replace") for p in offered], self.servername)
-        if choice is None:
+        """OpenSSL's ALPN callback asks a plain selector (no ClientHello pause here)."""
+        try:
+            choice = self._ask_alpn_selector(offered)
+            if inspect.isawaitable(choice):
+                getattr(choice, "close", lambda: None)()  # never awaited: no warning either
+                raise TypeError("an async selector needs extended OpenSSL access")
+        except Exception:
+            log.error("alpn_protocols selector failed: no_application_protocol", exc_info=True)
             return None
-        raw = choice.encode() if isinstance(choice, str) else choice
-        return raw if raw in offered else None
+        return _alpn_bytes(choice, offered)
 
     def _handshake_timed_out(self, timeout: float) -> None:
         self._timer = None

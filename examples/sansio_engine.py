@@ -21,6 +21,14 @@ import threading
 import aiotls
 from aiotls import pki
 
+_print_lock = threading.Lock()
+
+
+def say(line: str) -> None:
+    """Print one whole line: the server thread and the client print concurrently."""
+    with _print_lock:
+        print(line, flush=True)
+
 HOST = "127.0.0.1"
 SERVERNAME = "localhost"
 CHUNK = 65536
@@ -63,7 +71,7 @@ def serve_one(listener: socket.socket, context: aiotls.SecureContext) -> None:
     with sock:
         engine = aiotls.TLSEngine(context, server_side=True)
         handshake(engine, sock)
-        print(f"server: {engine.get_protocol()} with SNI {engine.servername!r}")
+        say(f"server: {engine.get_protocol()} with SNI {engine.servername!r}")
         while data := receive(engine, sock):
             engine.send(data.upper())
             flush(engine, sock)
@@ -88,14 +96,14 @@ def client(port: int, ca_pem: bytes) -> None:
             raise aiotls.TLSError(f"server certificate: {engine.verify_error}")
         aiotls.check_server_identity(SERVERNAME, engine.get_peer_certificate())
         cipher = engine.get_cipher() or {}
-        print(f"client: {engine.get_protocol()}, {cipher.get('name')}, verified {SERVERNAME}")
+        say(f"client: {engine.get_protocol()}, {cipher.get('name')}, verified {SERVERNAME}")
         engine.send(b"hello from a plain socket")
         flush(engine, sock)
-        print(f"client <- {receive(engine, sock).decode()}")
+        say(f"client <- {receive(engine, sock).decode()}")
         engine.close()
         flush(engine, sock)
         receive(engine, sock)  # until the server's close_notify
-        print(f"client: closed cleanly: {engine.close_notify_received}")
+        say(f"client: closed cleanly: {engine.close_notify_received}")
 
 
 def main() -> None:

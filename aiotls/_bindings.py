@@ -94,10 +94,13 @@ def _alpn_offsets(data: bytes) -> dict[bytes, int]:
     return items
 
 
-@ffi.callback("int(int, X509_STORE_CTX *)")  # type: ignore[untyped-decorator]
-def verify_accept_all(preverify_ok: int, store: Any) -> int:
-    """Let the handshake finish whatever the chain; the result is read afterwards."""
-    return 1
+@ffi.callback("int(int, X509_STORE_CTX *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]
+def verify_callback(preverify_ok: int, store: Any) -> int:
+    """Go on whatever the chain when the engine judges it after the handshake (as Node
+    does), else let OpenSSL refuse."""
+    ssl = lib.X509_STORE_CTX_get_ex_data(store, lib.SSL_get_ex_data_X509_STORE_CTX_idx())
+    engine = engine_of(ssl)
+    return 1 if engine is not None and engine._judge_later else preverify_ok
 
 
 @ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]

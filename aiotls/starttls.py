@@ -24,9 +24,7 @@ async def _upgrade(
     loop = asyncio.get_running_loop()
     ctx, opts = _options.split(kwargs, server_side=server_side, context=context)
     waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSTransport(
-        loop, app, ctx, opts, server_hostname=opts.servername, waiter=waiter, connect_app=False
-    )
+    tls = TLSTransport(loop, app, ctx, opts, waiter=waiter, connect_app=False)
     raw.set_protocol(tls.raw_protocol)
     tls.raw_protocol.connection_made(raw)
     if already_read:  # the peer's first TLS bytes may have arrived with the plaintext
@@ -56,6 +54,8 @@ async def start_tls(
     the plaintext command is not lost. Given a transport, pass ``protocol=`` (the
     default is the transport's current protocol); the new TLSTransport is returned,
     as ``loop.start_tls`` does, and ``connection_made`` is not called again.
+    A client needs ``servername`` (the name its identity check uses), as in
+    :func:`~aiotls.create_connection`; a ValueError says so before anything changes.
     """
     if isinstance(writer_or_transport, asyncio.StreamWriter):
         writer = writer_or_transport

@@ -85,6 +85,11 @@ def _is_ip(host: str) -> bool:
 #: authorization_error of a client that had no name to check the server's identity against.
 NO_SERVERNAME = "ERR_TLS_NO_SERVERNAME"
 
+_SELF_SIGNED = 18  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+# X509_V_ERR_*: no trusted issuer (19 is a self-signed root the peer sent, 27 an untrusted CA).
+_UNTRUSTED = {2, 19, 20, 21, 27}
+_NOT_YET_VALID, _EXPIRED = 9, 10
+
 
 def require_server_name(
     context: SecureContext,
@@ -104,6 +109,40 @@ def require_server_name(
             f' give {option}=, or {option}="" to skip the identity check (the connection is'
             " then never authorized), or check_server_identity=, or reject_unauthorized=False"
         )
+
+
+def _not_tls(first: bytes, server_side: bool) -> str | None:
+    """Why the peer's first bytes are not TLS, in words; None when they could be."""
+    line = first.split(b"\r\n", 1)[0].split(b"\n", 1)[0][:40]
+    if first.startswith(b"HTTP/"):
+        return f"it answered like an HTTP server: {line.decode('latin-1')!r}"
+    if server_side and first[:1].isalpha() and b" HTTP/1." in first:
+        return f"it sent a plain HTTP request: {line.decode('latin-1')!r}"
+    if not server_side and first[:1] == b"\x16" and first[5:6] == b"\x01":
+        return "it sent our ClientHello back, like a plain echo server"
+    if len(first) >= 2 and (first[0] not in range(20, 25) or first[1] != 3):
+        return f"its first bytes are not a TLS record: {first[:16]!r}"
+    return None
+
+
+def _certificate_hint(code: int, cert: x509.Certificate, server_side: bool) -> str:
+    """What to do about a refused certificate, said after Node's message ("" if nothing)."""
+    if code in (_NOT_YET_VALID, _EXPIRED):
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        return (
+            f"it is valid from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC;"
+            " renew it, or check this machine's clock"
+        )
+    if code not in _UNTRUSTED and code != _SELF_SIGNED:
+        return ""
+    if server_side:
+        return "the server trusts client certificates issued by the CAs in its ca= option"
+    if code == _SELF_SIGNED:
+        return "to trust this self-signed certificate, pass it as ca="
+    return (
+        "to trust it, pass the certificate of the CA that issued it as ca="
+        " (ca= replaces the system trust store)"
+    )
 
 
 class TLSEngine:
@@ -138,6 +177,7 @@ class TLSEngine:
         "_conn",
         "_context",
         "_deferred",
+        "_fault",
         "_held",
         "_hello_state",
         "_hook_state",
@@ -146,6 +186,7 @@ class TLSEngine:
         "_judge_later",
         "_judged",
         "_out",
+        "_peer_start",
         "_refusal",
         "_rejection",
         "_renegotiating",
@@ -237,6 +278,8 @@ class TLSEngine:
         self._judged: tuple[x509.Certificate | None, TLSError | None] | None = None
         self._verify_override: tuple[bool, bool] | None = None  # set by renegotiate()
         self._judge_later = False  # the chain is judged after the handshake, not by OpenSSL
+        self._fault: tuple[int, x509.Certificate] | None = None  # last verify error, its cert
+        self._peer_start = b""  # the peer's first bytes, to say what it speaks if not TLS
         if not server_side:
             context._load_default_trust()  # before the context is "used" (pyOpenSSL)
         conn = SSL.Connection(context._ctx, None)
@@ -298,6 +341,8 @@ class TLSEngine:
             if n > self._through_peak:
                 self._through_peak = n
         if not self.handshake_complete and not self.handshake_paused:
+            if not self._peer_start:
+                self._peer_start = bytes(data[:64])
             self.do_handshake()
 
     def data_to_send(self) -> bytes:
@@ -630,9 +675,27 @@ class TLSEngine:
         return None if code == 0 else self._certificate_error(code)
 
     def _certificate_error(self, code: int) -> TLSCertificateError:
-        """OpenSSL's text for a verify error (Node's message), with its name as the code."""
+        """Node's message for a verify error, with the code, the certificate at fault
+        (subject and issuer) and what to do about it."""
         text = ffi.string(lib.X509_verify_cert_error_string(code)).decode()
-        return TLSCertificateError(text, code=verify_code_name(code), reason=text)
+        name = verify_code_name(code)
+        fault = self._fault[1] if self._fault and self._fault[0] == code else None
+        cert = fault or self.get_peer_x509_certificate()
+        if cert is None:
+            return TLSCertificateError(f"{text} ({name})", code=name, reason=text)
+        whose = "client" if self.server_side else "server"
+        message = (
+            f"{text} ({name}): the {whose}'s certificate {cert.subject.rfc4514_string()!r},"
+            f" issued by {cert.issuer.rfc4514_string()!r}"
+        )
+        hint = _certificate_hint(code, cert, self.server_side)
+        return TLSCertificateError(
+            f"{message}; {hint}" if hint else message, code=name, reason=text
+        )
+
+    def _note_verify_fault(self, code: int, cert: x509.Certificate) -> None:
+        """The verify callback's report of an error and the certificate it concerns."""
+        self._fault = (code, cert)
 
     def _identity_error(self, peer: x509.Certificate | None) -> TLSError | None:
         """Client: the server's identity (skipped when resuming a session, as Node does)."""
@@ -764,7 +827,10 @@ class TLSEngine:
             reasons = ["unexpected eof while reading"]
         reason = reasons[0] if reasons else "TLS failure"
         code = "ERR_SSL_" + reason.upper().replace(" ", "_").replace("-", "_")
-        return TLSError("; ".join(reasons) or reason, code=code, reason=reason)
+        message = "; ".join(reasons) or reason
+        if not self.handshake_complete and (why := _not_tls(self._peer_start, self.server_side)):
+            message = f"the peer does not speak TLS ({why}); OpenSSL: {message}"
+        return TLSError(message, code=code, reason=reason)
 
     # -- closing ---------------------------------------------------------------------
 

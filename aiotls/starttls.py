@@ -19,12 +19,16 @@ async def _upgrade(
     server_side: bool,
     context: SecureContext | None,
     kwargs: dict[str, Any],
-    already_read: bytes = b"",
+    buffered: bytearray | None = None,
 ) -> TLSTransport:
     loop = asyncio.get_running_loop()
     ctx, opts = _options.split(kwargs, server_side=server_side, context=context)
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSTransport(loop, app, ctx, opts, waiter=waiter, connect_app=False)
+    # The options are good: only now take what the reader buffered (an error above keeps it).
+    already_read = bytes(buffered or b"")
+    if buffered:
+        buffered.clear()
     raw.set_protocol(tls.raw_protocol)
     tls.raw_protocol.connection_made(raw)
     if already_read:  # the peer's first TLS bytes may have arrived with the plaintext
@@ -62,15 +66,13 @@ async def start_tls(
         await writer.drain()
         stream_protocol: Any = writer._protocol  # type: ignore[attr-defined]
         reader: asyncio.StreamReader = stream_protocol._stream_reader
-        buffered = bytes(reader._buffer)  # type: ignore[attr-defined]
-        reader._buffer.clear()  # type: ignore[attr-defined]
         tls = await _upgrade(
             writer.transport,  # type: ignore[arg-type]
             stream_protocol,
             server_side=server_side,
             context=context,
             kwargs=kwargs,
-            already_read=buffered,
+            buffered=reader._buffer,  # type: ignore[attr-defined]
         )
         writer._transport = tls  # type: ignore[attr-defined]
         stream_protocol._transport = tls

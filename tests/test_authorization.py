@@ -97,6 +97,7 @@ async def test_unix_path_needs_servername(server_ctx, ca_pem: str, tmp_path: Pat
 
 async def test_start_tls_client_needs_servername(server_ctx, ca_pem: str) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\n")
         assert await reader.readline() == b"STARTTLS\n"
         await aiotls.start_tls(writer, server_side=True, context=server_ctx)
         await echo(reader, writer)
@@ -104,9 +105,12 @@ async def test_start_tls_client_needs_servername(server_ctx, ca_pem: str) -> Non
     server = await asyncio.start_server(handler, HOST, 0)
     async with server:
         reader, writer = await asyncio.open_connection(HOST, server.sockets[0].getsockname()[1])
+        await eventually(lambda: reader._buffer)  # type: ignore[attr-defined]
         with pytest.raises(ValueError, match="servername"):
             await aiotls.start_tls(writer, ca=ca_pem)
-        writer.write(b"STARTTLS\n")  # the connection is untouched: still plaintext
+        # The connection is untouched: still plaintext, and nothing read was lost.
+        assert await asyncio.wait_for(reader.readline(), 5) == b"220 ready\n"
+        writer.write(b"STARTTLS\n")
         await aiotls.start_tls(writer, ca=ca_pem, servername="localhost")
         assert writer.get_extra_info("tls").authorized
         writer.write(b"over TLS")

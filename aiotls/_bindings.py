@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi, lib
 
 if TYPE_CHECKING:
@@ -94,10 +94,21 @@ def _alpn_offsets(data: bytes) -> dict[bytes, int]:
     return items
 
 
-@ffi.callback("int(int, X509_STORE_CTX *)")  # type: ignore[untyped-decorator]
-def verify_accept_all(preverify_ok: int, store: Any) -> int:
-    """Let the handshake finish whatever the chain; the result is read afterwards."""
-    return 1
+@ffi.callback("int(int, X509_STORE_CTX *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]
+def verify_callback(preverify_ok: int, store: Any) -> int:
+    """Tell the engine which certificate a verify error concerns (for its message), then
+    go on (the engine judges the chain after the handshake, as Node) or let OpenSSL refuse."""
+    ssl = lib.X509_STORE_CTX_get_ex_data(store, lib.SSL_get_ex_data_X509_STORE_CTX_idx())
+    engine = engine_of(ssl)
+    if engine is None:
+        return preverify_ok
+    if not preverify_ok:
+        x509 = lib.X509_STORE_CTX_get_current_cert(store)
+        if x509 != ffi.NULL:
+            lib.X509_up_ref(x509)  # the X509 object below owns this reference
+            cert = crypto.X509._from_raw_x509_ptr(x509).to_cryptography()
+            engine._note_verify_fault(lib.X509_STORE_CTX_get_error(store), cert)
+    return 1 if engine._judge_later else preverify_ok
 
 
 @ffi.callback("int(SSL *, void *)", onerror=lambda *exc: 0)  # type: ignore[untyped-decorator]

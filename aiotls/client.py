@@ -47,18 +47,21 @@ async def create_connection(
     The protocol's ``connection_made`` runs once the handshake has succeeded and
     the server is authorized (with ``reject_unauthorized``, the default, a failed
     verification raises :class:`~aiotls.TLSError` here). SNI and the identity
-    check use ``servername``, else ``host`` (an IP address sends no SNI).
+    check use ``servername``, else ``host`` (an IP address sends no SNI). Without
+    either (``sock=``, ``path=``) a ValueError names ``servername``, as asyncio
+    does, unless ``reject_unauthorized=False``, a ``check_server_identity`` is
+    given, or ``servername=""`` skips the identity check (the connection is then
+    never ``authorized``: ``authorization_error`` is ``"ERR_TLS_NO_SERVERNAME"``).
     """
     _options.check_names("create_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
     loop = asyncio.get_running_loop()
     local_addr = kwargs.pop("local_addr", None)
     ctx, opts = _options.split(kwargs, server_side=False, context=context)
-    check_host = opts.servername if opts.servername is not None else host
     if opts.servername is None and host is not None:
         opts = replace(opts, servername=host)
     app = protocol_factory()
     waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSTransport(loop, app, ctx, opts, server_hostname=check_host, waiter=waiter)
+    tls = TLSTransport(loop, app, ctx, opts, waiter=waiter)
     if path is not None:
         raw, _ = await loop.create_unix_connection(lambda: tls.raw_protocol, path, sock=sock)
     elif opts.lookup is not None and host is not None and sock is None:

@@ -13,10 +13,11 @@ decrypts a whole received chunk per call rather than a record per call.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from OpenSSL import SSL
@@ -107,17 +108,99 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+#: authorization_error of a client that had no name to check the server's identity against.
+NO_SERVERNAME = "ERR_TLS_NO_SERVERNAME"
+
+_SELF_SIGNED = 18  # X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+# X509_V_ERR_*: no trusted issuer (19 is a self-signed root the peer sent, 27 an untrusted CA).
+_UNTRUSTED = {2, 19, 20, 21, 27}
+_NOT_YET_VALID, _EXPIRED = 9, 10
+
+
+def require_server_name(
+    context: SecureContext,
+    name: str | None,
+    check_server_identity: Callable[..., object] | None,
+    option: str,
+) -> None:
+    """A client must have a name to check the server's identity against (as asyncio says).
+
+    Allowed without one: verification off (``reject_unauthorized=False``), a
+    ``check_server_identity`` of one's own, or the explicit opt-out ``""``, which
+    skips the identity check and leaves the connection unauthorized.
+    """
+    if name is None and check_server_identity is None and context.reject_unauthorized:
+        raise ValueError(
+            f"{option}: a client needs the server's name to check its certificate against;"
+            f' give {option}=, or {option}="" to skip the identity check (the connection is'
+            " then never authorized), or check_server_identity=, or reject_unauthorized=False"
+        )
+
+
+def _not_tls(first: bytes, server_side: bool) -> str | None:
+    """Why the peer's first bytes are not TLS, in words; None when they could be."""
+    line = first.split(b"\r\n", 1)[0].split(b"\n", 1)[0][:40]
+    if first.startswith(b"HTTP/"):
+        return f"it answered like an HTTP server: {line.decode('latin-1')!r}"
+    if server_side and first[:1].isalpha() and b" HTTP/1." in first:
+        return f"it sent a plain HTTP request: {line.decode('latin-1')!r}"
+    if not server_side and first[:1] == b"\x16" and first[5:6] == b"\x01":
+        return "it sent our ClientHello back, like a plain echo server"
+    if len(first) >= 2 and (first[0] not in range(20, 25) or first[1] != 3):
+        return f"its first bytes are not a TLS record: {first[:16]!r}"
+    return None
+
+
+def _certificate_hint(code: int, cert: x509.Certificate, server_side: bool) -> str:
+    """What to do about a refused certificate, said after Node's message ("" if nothing)."""
+    if code in (_NOT_YET_VALID, _EXPIRED):
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        return (
+            f"it is valid from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC;"
+            " renew it, or check this machine's clock"
+        )
+    if code not in _UNTRUSTED and code != _SELF_SIGNED:
+        return ""
+    if server_side:
+        return "the server trusts client certificates issued by the CAs in its ca= option"
+    if code == _SELF_SIGNED:
+        return "to trust this self-signed certificate, pass it as ca="
+    return (
+        "to trust it, pass the certificate of the CA that issued it as ca="
+        " (ca= replaces the system trust store)"
+    )
+
+
 class TLSEngine:
     """One client or server TLS connection, driven by bytes in and bytes out.
 
-    ``server_hostname`` (client side) is sent as SNI. ``pause_handshake`` (server
-    side) stops the handshake once, after the ClientHello, with
-    :attr:`handshake_paused` set, so that the caller may run hooks (for example
-    swap the context for SNI with :meth:`set_context`) and then :meth:`resume`.
-    ``external_sessions`` and ``choose_alpn`` (server side) pause it earlier, at the
-    first ClientHello (:attr:`pause_reason` "client_hello"), when it offers a session
-    id that may resume (:attr:`resume_session_id`; answer with :meth:`set_resume_data`)
-    or an ALPN list (:attr:`alpn_offered`; answer with :meth:`set_alpn_choice`).
+    It holds Node's rules for accepting the peer, so whoever drives it gets the
+    same verdicts as aiotls's transports. A client engine checks the server's
+    chain, its identity against ``server_hostname`` (also sent as SNI unless it is
+    an IP address) with ``check_server_identity`` (default: Node's
+    :func:`~aiotls.check_server_identity`), and the DH prime against
+    ``min_dh_size``; the verdict is :attr:`authorized` / :attr:`authorization_error`,
+    and with the context's ``reject_unauthorized`` (the default) a refused server
+    makes the handshake raise :class:`~aiotls.TLSCertificateError` (a small DH
+    prime: TLSError ``ERR_TLS_DH_PARAM_SIZE``, whatever ``reject_unauthorized``
+    says). A resumed session skips the identity check, as in Node: it was checked
+    when the session was made. ``server_hostname=""`` skips the identity check and
+    leaves the connection unauthorized (:data:`NO_SERVERNAME`); ``None`` is only
+    allowed with ``reject_unauthorized=False`` or a ``check_server_identity``.
+
+    A ``check_server_identity`` that returns an awaitable pauses the handshake
+    (:attr:`pause_reason` ``"server_identity"``): await :attr:`identity_check`,
+    pass its outcome (what it returned, or the exception it raised) to
+    :meth:`finish_identity_check`, then :meth:`resume`.
+
+    ``pause_handshake`` (server side) stops the handshake once, after the
+    ClientHello, with :attr:`handshake_paused` set, so that the caller may run hooks
+    (for example swap the context for SNI with :meth:`set_context`) and then
+    :meth:`resume`. ``external_sessions`` and ``choose_alpn`` (server side) pause it
+    earlier, at the first ClientHello (:attr:`pause_reason` "client_hello"), when it
+    offers a session id that may resume (:attr:`resume_session_id`; answer with
+    :meth:`set_resume_data`) or an ALPN list (:attr:`alpn_offered`; answer with
+    :meth:`set_alpn_choice`).
     """
 
     __slots__ = (
@@ -127,23 +210,36 @@ class TLSEngine:
         "_context",
         "_deferred",
         "_external_sessions",
+        "_fault",
+        "_held",
         "_hello_seen",
         "_hello_sni",
         "_hello_state",
         "_hook_state",
+        "_identity_answer",
         "_in",
+        "_judge_later",
+        "_judged",
         "_out",
+        "_peer_start",
         "_refusal",
+        "_rejection",
         "_renegotiating",
         "_resume_data",
         "_sent_since_take",
         "_ssl",
         "_through_peak",
+        "_verify_override",
         "alpn_offered",
         "alpn_select",
+        "authorization_error",
+        "authorized",
+        "check_server_identity",
         "close_notify_received",
         "close_notify_sent",
         "handshake_complete",
+        "identity_check",
+        "min_dh_size",
         "ocsp_response",
         "on_keylog",
         "on_new_session",
@@ -169,7 +265,11 @@ class TLSEngine:
         on_keylog: Callable[[bytes], object] | None = None,
         on_new_session: Callable[[bytes, bytes], object] | None = None,
         on_session: Callable[[bytes], object] | None = None,
+        check_server_identity: Callable[[str, dict[str, Any]], object] | None = None,
+        min_dh_size: int = 1024,
     ) -> None:
+        if not server_side:
+            require_server_name(context, server_hostname, check_server_identity, "server_hostname")
         self._context = context
         self.server_side = server_side
         self.server_hostname = server_hostname
@@ -215,6 +315,22 @@ class TLSEngine:
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
         self._renegotiating: bytes | None = None  # the peer's Finished when it started
+        #: Node's verdict on the peer, set when the handshake (or a renegotiation) completes.
+        self.authorized = False
+        self.authorization_error: str | None = None
+        self.check_server_identity = check_server_identity
+        self.min_dh_size = min_dh_size
+        #: While the handshake waits for an async check_server_identity: its awaitable.
+        self.identity_check: Awaitable[object] | None = None
+        self._identity_answer: tuple[object] | None = None  # its outcome, once given
+        self._rejection: TLSError | None = None  # why the handshake refused the peer
+        self._held = b""  # a client's last flight, while the server is judged
+        # Client: the server certificate the handshake judged, and the verdict's error.
+        self._judged: tuple[x509.Certificate | None, TLSError | None] | None = None
+        self._verify_override: tuple[bool, bool] | None = None  # set by renegotiate()
+        self._judge_later = False  # the chain is judged after the handshake, not by OpenSSL
+        self._fault: tuple[int, x509.Certificate] | None = None  # last verify error, its cert
+        self._peer_start = b""  # the peer's first bytes, to say what it speaks if not TLS
         if not server_side:
             context._load_default_trust()  # before the context is "used" (pyOpenSSL)
         conn = SSL.Connection(context._ctx, None)
@@ -236,6 +352,7 @@ class TLSEngine:
             if request_ocsp:
                 lib.SSL_set_tlsext_status_type(self._ssl, lib.TLSEXT_STATUSTYPE_ocsp)
             self._configure_client(session)
+            self.do_handshake()  # the ClientHello waits for the first data_to_send()
 
     def _apply_server_verify(self) -> None:
         ctx = self._context
@@ -245,14 +362,16 @@ class TLSEngine:
         if request_cert:
             reject = reject_unauthorized
             mode = lib.SSL_VERIFY_PEER | (lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT if reject else 0)
-            lib.SSL_set_verify(self._ssl, mode, ffi.NULL if reject else b.verify_accept_all)
+            self._judge_later = not reject
+            lib.SSL_set_verify(self._ssl, mode, b.verify_callback)
         else:
             lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_NONE, ffi.NULL)
 
     def _configure_client(self, session: bytes | None) -> None:
         # Like Node: the chain is checked in full and judged after the handshake
         # (authorized / authorization_error), so the codes match Node's.
-        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, b.verify_accept_all)
+        self._judge_later = True
+        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, b.verify_callback)
         name = self.server_hostname
         if name and not _is_ip(name):
             lib.SSL_set_tlsext_host_name(self._ssl, name.encode("idna"))
@@ -279,6 +398,8 @@ class TLSEngine:
         if self.handshake_complete:
             return
         if not self.handshake_paused:
+            if not self._peer_start:
+                self._peer_start = bytes(data[:64])
             self.do_handshake()
         if not self.handshake_complete and self._unprocessed() > _MAX_HANDSHAKE_BACKLOG:
             raise TLSError(
@@ -392,6 +513,13 @@ class TLSEngine:
                     self._deferred = exc
                 break
             total += n
+        if self._renegotiating is not None and self._deferred is None:
+            refusal = self._renegotiation_refusal()
+            if refusal is None:
+                return total
+            if not total:
+                raise refusal
+            self._deferred = refusal
         return total
 
     @property
@@ -421,23 +549,35 @@ class TLSEngine:
 
     @property
     def handshake_paused(self) -> bool:
-        """True while the server handshake waits for :meth:`resume` (see pause_handshake)."""
-        return self._hook_state == "paused" or self._hello_state == "paused"
+        """True while the handshake waits for :meth:`resume` (a hook's answer)."""
+        return (
+            self._hook_state == "paused"
+            or self._hello_state == "paused"
+            or self.identity_check is not None
+        )
 
     @property
     def pause_reason(self) -> str | None:
-        """Why the handshake waits: "client_hello" (session store, ALPN) or "certificate"."""
+        """Why the handshake waits: "client_hello" (session store, ALPN), "certificate"
+        (server hooks) or "server_identity" (an async check_server_identity)."""
         if self._hello_state == "paused":
             return "client_hello"
+        if self.identity_check is not None:
+            return "server_identity"
         return "certificate" if self._hook_state == "paused" else None
 
     def do_handshake(self) -> bool:
-        """Advance the handshake with what has been received; True once complete."""
+        """Advance the handshake with what has been received; True once complete.
+
+        Raises TLSError when it fails, and when the handshake completed but the
+        peer is refused (see the class docstring).
+        """
+        if self._rejection is not None:
+            raise self._rejection
         lib.ERR_clear_error()
         rc = lib.SSL_do_handshake(self._ssl)
         if rc == 1:
-            self.handshake_complete = True
-            return True
+            return self._complete_handshake()
         err = lib.SSL_get_error(self._ssl, rc)
         if err in (lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_X509_LOOKUP, _WANT_CLIENT_HELLO_CB):
             return False
@@ -550,6 +690,152 @@ class TLSEngine:
         session = lib.SSL_get_session(ssl)
         if session != ffi.NULL and not _extended.session_id(session):
             _extended.set_session_id(session, os.urandom(32))
+    def _complete_handshake(self) -> bool:
+        """OpenSSL is done: judge the peer. A client's last flight (its Finished) leaves
+        only once the server is accepted, so a refused server never sees the handshake
+        complete (Node has no alert to send either)."""
+        if self.server_side:
+            refusal = self._authorize()
+        else:
+            self._held += self.data_to_send()
+            refusal = self._authorize()
+            if self.identity_check is not None:
+                return False  # paused until finish_identity_check() and resume()
+            held, self._held = self._held, b""
+            if held and refusal is None:
+                lib.BIO_write(self._out, held, len(held))
+        if refusal is not None:
+            self._rejection = refusal
+            raise refusal
+        self.handshake_complete = True
+        return True
+
+    def finish_identity_check(self, outcome: object) -> None:
+        """The outcome of the awaited :attr:`identity_check`: what it returned (None to
+        accept, an exception to refuse) or the exception it raised. Then :meth:`resume`."""
+        self.identity_check = None
+        self._identity_answer = (outcome,)
+
+    # -- Node's verdict on the peer --------------------------------------------------
+
+    def _authorize(self) -> TLSError | None:
+        """Set :attr:`authorized` / :attr:`authorization_error` as Node does; return the
+        error when the peer must be refused. Runs when a handshake or renegotiation ends."""
+        ctx = self._context
+        if self.server_side:
+            request_cert, reject = self._verify_override or (
+                ctx.request_cert,
+                ctx.reject_unauthorized,
+            )
+            if not request_cert:
+                self.authorized, self.authorization_error = False, None  # nothing asked, as Node
+                return None
+            error = self._chain_error(self.get_peer_x509_certificate())
+        else:
+            reject = ctx.reject_unauthorized
+            small = self._small_dh_prime()
+            if small is not None:  # refused whatever reject_unauthorized says, as in Node
+                return small
+            peer = self.get_peer_x509_certificate()
+            error = self._chain_error(peer)
+            if self._judged is not None:  # a renegotiation
+                error = error or self._judged_again(peer)
+            else:
+                if error is None:
+                    error = self._identity_error(peer)
+                    if self.identity_check is not None:
+                        return None  # the verdict waits for an async check_server_identity
+                self._judged = (peer, error)
+        self.authorized = error is None
+        self.authorization_error = None if error is None else error.code
+        if error is None or error.code == NO_SERVERNAME:  # opted out: unauthorized, not refused
+            return None
+        return error if reject else None
+
+    def _judged_again(self, peer: x509.Certificate | None) -> TLSError | None:
+        """A renegotiation keeps the handshake's verdict on the server's identity, and
+        refuses a new server certificate (as browsers do: the triple-handshake attack)."""
+        assert self._judged is not None
+        first, error = self._judged
+        if peer != first:
+            return TLSCertificateError(
+                "the server's certificate changed in a renegotiation",
+                code="ERR_TLS_SERVER_CERT_CHANGED",
+            )
+        return error
+
+    def _small_dh_prime(self) -> TLSError | None:
+        """Node's minDHSize: a client refuses a DHE server whose prime is too small."""
+        info = self.get_ephemeral_key_info()
+        if info.get("type") == "DH" and info["size"] < self.min_dh_size:
+            return TLSError(
+                f"DH parameter size {info['size']} is less than {self.min_dh_size}",
+                code="ERR_TLS_DH_PARAM_SIZE",
+            )
+        return None
+
+    def _chain_error(self, peer: x509.Certificate | None) -> TLSError | None:
+        """The peer's chain as OpenSSL verified it (a resumed session keeps its result)."""
+        if peer is None:
+            return TLSCertificateError("peer sent no certificate", code="UNABLE_TO_GET_ISSUER_CERT")
+        code = lib.SSL_get_verify_result(self._ssl)
+        return None if code == 0 else self._certificate_error(code)
+
+    def _certificate_error(self, code: int) -> TLSCertificateError:
+        """Node's message for a verify error, with the code, the certificate at fault
+        (subject and issuer) and what to do about it."""
+        text = ffi.string(lib.X509_verify_cert_error_string(code)).decode()
+        name = verify_code_name(code)
+        fault = self._fault[1] if self._fault and self._fault[0] == code else None
+        cert = fault or self.get_peer_x509_certificate()
+        if cert is None:
+            return TLSCertificateError(f"{text} ({name})", code=name, reason=text)
+        whose = "client" if self.server_side else "server"
+        message = (
+            f"{text} ({name}): the {whose}'s certificate {cert.subject.rfc4514_string()!r},"
+            f" issued by {cert.issuer.rfc4514_string()!r}"
+        )
+        hint = _certificate_hint(code, cert, self.server_side)
+        return TLSCertificateError(
+            f"{message}; {hint}" if hint else message, code=name, reason=text
+        )
+
+    def _note_verify_fault(self, code: int, cert: x509.Certificate) -> None:
+        """The verify callback's report of an error and the certificate it concerns."""
+        self._fault = (code, cert)
+
+    def _identity_error(self, peer: x509.Certificate | None) -> TLSError | None:
+        """Client: the server's identity (skipped when resuming a session, as Node does)."""
+        name, check = self.server_hostname or "", self.check_server_identity
+        if not name and check is None:
+            return TLSCertificateError(
+                "no server name to check the certificate against", code=NO_SERVERNAME
+            )
+        if self.session_reused:
+            return None
+        if self._identity_answer is not None:
+            (result,), self._identity_answer = self._identity_answer, None
+        elif check is None:
+            assert peer is not None
+            try:
+                certinfo.check_server_identity(name, certinfo.identity_fields(peer))
+            except TLSCertificateError as exc:
+                exc.cert = self.get_peer_certificate()  # the full dict, as Node's error has
+                return exc
+            return None
+        else:
+            try:
+                result = check(name, self.get_peer_certificate())
+            except Exception as exc:  # a user's check may raise anything: refuse, cleanly
+                result = exc
+            if inspect.isawaitable(result):
+                self.identity_check = result
+                return None
+        if not isinstance(result, BaseException):
+            return None
+        if isinstance(result, TLSError):
+            return result
+        return TLSCertificateError(str(result), code="ERR_TLS_CERT_ALTNAME_INVALID")
 
     # -- renegotiation and post-handshake authentication -----------------------------
 
@@ -562,6 +848,7 @@ class TLSEngine:
         if not self.handshake_complete or self.close_notify_sent:
             raise TLSError("renegotiate: no established connection", code="ERR_TLS_NOT_READY")
         if self.server_side:
+            self._verify_override = (request_cert, reject_unauthorized)
             self._set_peer_verify(request_cert, reject_unauthorized)
             # A resumed renegotiation would skip the CertificateRequest.
             lib.SSL_set_options(self._ssl, _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION)
@@ -586,11 +873,18 @@ class TLSEngine:
 
     @property
     def renegotiating(self) -> bool:
-        """True from :meth:`renegotiate` until the peer's new Finished has arrived."""
-        if self._renegotiating is None or self.get_peer_finished() == self._renegotiating:
-            return self._renegotiating is not None
-        self._renegotiating = None
-        return False
+        """True from :meth:`renegotiate` until the peer's new Finished has arrived and
+        the peer was judged again (a refusal is raised by :meth:`read`)."""
+        return self._renegotiating is not None
+
+    def _renegotiation_refusal(self) -> TLSError | None:
+        """Once the peer's new Finished is in: judge the peer again, as after a handshake."""
+        if self.get_peer_finished() == self._renegotiating:
+            return None
+        refusal = self._authorize()  # the peer may have sent (another) certificate
+        if refusal is None:
+            self._renegotiating = None
+        return refusal
 
     def disable_renegotiation(self) -> None:
         """Refuse renegotiation from now on (Node's disableRenegotiation).
@@ -637,13 +931,15 @@ class TLSEngine:
         reasons = b.error_queue()
         verify = lib.SSL_get_verify_result(self._ssl)
         if verify != 0 and "certificate verify failed" in reasons:
-            text = ffi.string(lib.X509_verify_cert_error_string(verify)).decode()
-            return TLSCertificateError(text, code=verify_code_name(verify), reason=text)
+            return self._certificate_error(verify)
         if err == lib.SSL_ERROR_SYSCALL and not reasons:
             reasons = ["unexpected eof while reading"]
         reason = reasons[0] if reasons else "TLS failure"
         code = "ERR_SSL_" + reason.upper().replace(" ", "_").replace("-", "_")
-        return TLSError("; ".join(reasons) or reason, code=code, reason=reason)
+        message = "; ".join(reasons) or reason
+        if not self.handshake_complete and (why := _not_tls(self._peer_start, self.server_side)):
+            message = f"the peer does not speak TLS ({why}); OpenSSL: {message}"
+        return TLSError(message, code=code, reason=reason)
 
     # -- closing ---------------------------------------------------------------------
 

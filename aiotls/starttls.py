@@ -19,14 +19,16 @@ async def _upgrade(
     server_side: bool,
     context: SecureContext | None,
     kwargs: dict[str, Any],
-    already_read: bytes = b"",
+    buffered: bytearray | None = None,
 ) -> TLSTransport:
     loop = asyncio.get_running_loop()
     ctx, opts = _options.split(kwargs, server_side=server_side, context=context)
     waiter: asyncio.Future[None] = loop.create_future()
-    tls = TLSTransport(
-        loop, app, ctx, opts, server_hostname=opts.servername, waiter=waiter, connect_app=False
-    )
+    tls = TLSTransport(loop, app, ctx, opts, waiter=waiter, connect_app=False)
+    # The options are good: only now take what the reader buffered (an error above keeps it).
+    already_read = bytes(buffered or b"")
+    if buffered:
+        buffered.clear()
     raw.set_protocol(tls.raw_protocol)
     tls.raw_protocol.connection_made(raw)
     raw.resume_reading()  # before the bytes below, which may pause it for a handshake hook
@@ -56,6 +58,8 @@ async def start_tls(
     the plaintext command is not lost. Given a transport, pass ``protocol=`` (the
     default is the transport's current protocol); the new TLSTransport is returned,
     as ``loop.start_tls`` does, and ``connection_made`` is not called again.
+    A client needs ``servername`` (the name its identity check uses), as in
+    :func:`~aiotls.create_connection`; a ValueError says so before anything changes.
     """
     _options.check_names("start_tls", kwargs, server_side=server_side)
     if isinstance(writer_or_transport, asyncio.StreamWriter):
@@ -63,15 +67,13 @@ async def start_tls(
         await writer.drain()
         stream_protocol: Any = writer._protocol  # type: ignore[attr-defined]
         reader: asyncio.StreamReader = stream_protocol._stream_reader
-        buffered = bytes(reader._buffer)  # type: ignore[attr-defined]
-        reader._buffer.clear()  # type: ignore[attr-defined]
         tls = await _upgrade(
             writer.transport,  # type: ignore[arg-type]
             stream_protocol,
             server_side=server_side,
             context=context,
             kwargs=kwargs,
-            already_read=buffered,
+            buffered=reader._buffer,  # type: ignore[attr-defined]
         )
         writer._transport = tls  # type: ignore[attr-defined]
         stream_protocol._transport = tls

@@ -41,8 +41,8 @@ from typing import Any
 
 from . import _extended, certinfo
 from .context import SecureContext
-from .engine import TLSEngine
-from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
+from .engine import TLSEngine, require_server_name
+from .errors import TLSError, TLSHandshakeTimeout
 from .options import ConnectionOptions
 from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
 
@@ -186,7 +186,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_app_buffered",
         "_app_connected",
         "_app_views",
-        "_check_host",
         "_close_exc",
         "_connect_app",
         "_engine",
@@ -203,11 +202,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_session_hooks",
         "_state",
         "_timer",
-        "_verify_override",
         "_waiter",
         "_writing_paused",
-        "authorization_error",
-        "authorized",
         "raw_protocol",
     )
 
@@ -218,7 +214,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         context: SecureContext,
         options: ConnectionOptions,
         *,
-        server_hostname: str | None = None,
         waiter: asyncio.Future[None] | None = None,
         on_lost: Callable[[TLSTransport], None] | None = None,
         connect_app: bool = True,
@@ -227,11 +222,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._loop = loop
         self._options = options
         self._state = _State.HANDSHAKING
+        if not options.server_side:  # before anything happens, naming the front door's option
+            require_server_name(
+                context, options.servername, options.check_server_identity, "servername"
+            )
         self._raw: asyncio.Transport | None = None
         self._waiter = waiter
         self._on_lost = on_lost
         self._connect_app = connect_app
-        self._check_host = server_hostname
         # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
         # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
         alpn_pause = options.alpn_callback is not None and _extended.features()["client_hello_cb"]
@@ -248,13 +246,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             on_session=self._hook_caller(options.on_session),
             session=options.session,
             on_keylog=self._keylog if options.on_keylog is not None else None,
+            check_server_identity=options.check_server_identity,
+            min_dh_size=options.min_dh_size,
         )
         if options.alpn_callback is not None and not alpn_pause:
             self._engine.alpn_select = self._alpn_select
         if options.allow_renegotiation:
             self._engine.on_renegotiation = self._count_renegotiation
         self._renegotiations: list[float] | None = None  # times of client renegotiations
-        self._verify_override: tuple[bool, bool] | None = None  # set by renegotiate()
         self._reneg_waiter: asyncio.Future[None] | None = None
         self._app: asyncio.BaseProtocol = app_protocol
         self._app_buffered = isinstance(app_protocol, asyncio.BufferedProtocol)
@@ -268,8 +267,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._timer: asyncio.TimerHandle | None = None
         self._hook_task: asyncio.Task[None] | None = None
         self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
-        self.authorized = False
-        self.authorization_error: str | None = None
         self.raw_protocol = _RawProtocol(self)
 
     # -- events from the socket ------------------------------------------------------
@@ -280,7 +277,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if timeout:
             self._timer = self._loop.call_later(timeout, self._handshake_timed_out, timeout)
         if not self._options.server_side:
-            self._step_handshake(self._engine.do_handshake)
+            self._flush()  # the ClientHello the engine made when it was created
 
     def _raw_received(self, data: memoryview | bytes) -> None:
         engine = self._engine
@@ -418,6 +415,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             if engine.pause_reason == "client_hello":
                 await self._ask_session_store()
                 await self._choose_alpn()
+            elif engine.pause_reason == "server_identity":
+                await self._check_server_identity()
             else:
                 await self._choose_context()
                 await self._staple_ocsp()
@@ -426,6 +425,16 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._hook_returned():
             self._step_handshake(engine.resume)
+
+    async def _check_server_identity(self) -> None:
+        """Await an async check_server_identity; the engine judges what it gave."""
+        check = self._engine.identity_check
+        assert check is not None
+        try:
+            outcome = await check
+        except Exception as exc:  # a user's check may raise anything: the engine refuses
+            outcome = exc
+        self._engine.finish_identity_check(outcome)
 
     async def _ask_session_store(self) -> None:
         """Look the offered session id up with on_resume_session.
@@ -537,63 +546,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSHandshakeTimeout(timeout))
 
-    def _check_dh_size(self) -> TLSError | None:
-        """A client refuses a DHE server whose prime is under min_dh_size bits (Node)."""
-        if self._options.server_side:
-            return None
-        info = self._engine.get_ephemeral_key_info()
-        if info.get("type") == "DH" and info["size"] < self._options.min_dh_size:
-            return TLSError(
-                f"DH parameter size {info['size']} is less than {self._options.min_dh_size}",
-                code="ERR_TLS_DH_PARAM_SIZE",
-            )
-        return None
-
-    def _authorize(self) -> TLSError | None:
-        """Node's authorized / authorizationError; the error if the peer must be refused."""
-        engine, ctx = self._engine, self._engine.context
-        request_cert, reject = self._verify_override or (ctx.request_cert, ctx.reject_unauthorized)
-        if self._options.server_side and not request_cert:
-            self.authorized, self.authorization_error = False, None  # nothing asked, as Node
-            return None
-        error: TLSError | None = None
-        if engine.get_peer_x509_certificate() is None:
-            error = TLSCertificateError(
-                "peer sent no certificate", code="UNABLE_TO_GET_ISSUER_CERT"
-            )
-        elif engine.verify_error is not None:
-            name = engine.verify_error
-            error = TLSCertificateError(f"certificate verify failed: {name}", code=name)
-        elif not self._options.server_side and self._check_host:
-            user_check = self._options.check_server_identity
-            try:
-                if user_check is None:
-                    peer = engine.get_peer_x509_certificate()
-                    assert peer is not None
-                    certinfo.check_server_identity(self._check_host, certinfo.identity_fields(peer))
-                    result = None
-                else:
-                    result = user_check(self._check_host, self.get_peer_certificate() or {})
-            except TLSCertificateError as exc:
-                exc.cert = self.get_peer_certificate()  # the full dict, as Node's error has
-                result = exc
-            except Exception as exc:  # a user's check may raise anything: refuse, cleanly
-                result = exc
-            if isinstance(result, BaseException):
-                error = (
-                    result
-                    if isinstance(result, TLSError)
-                    else TLSCertificateError(str(result), code="ERR_TLS_CERT_ALTNAME_INVALID")
-                )
-        self.authorized = error is None
-        self.authorization_error = None if error is None else error.code
-        return error if reject else None
-
     def _handshake_done(self) -> None:
-        refused = self._check_dh_size() or self._authorize()
-        if refused is not None:
-            self._handshake_failed(refused)
-            return
         hook = self._options.on_ocsp_response
         if self._options.request_ocsp and hook is not None:
             # Called once, before the connection is reported established; it may be async.
@@ -750,15 +703,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self.close()
 
     def _renegotiated(self) -> None:
-        waiter, self._reneg_waiter = self._reneg_waiter, None
-        refused = self._authorize()  # the peer may have sent (another) certificate
+        waiter, self._reneg_waiter = self._reneg_waiter, None  # a refusal went to _fatal
         if waiter is not None and not waiter.done():
-            if refused is not None:
-                waiter.set_exception(refused)
-            else:
-                waiter.set_result(None)
-        if refused is not None:
-            self._fatal(refused)
+            waiter.set_result(None)
 
     def _fatal(self, exc: BaseException) -> None:
         if self._reneg_waiter is not None and not self._reneg_waiter.done():
@@ -928,6 +875,16 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return self._raw.get_extra_info(name, default)
         return default
 
+    @property
+    def authorized(self) -> bool:
+        """Node's authorized: the peer's certificate (and a server's identity) verified."""
+        return self._engine.authorized
+
+    @property
+    def authorization_error(self) -> str | None:
+        """Node's authorizationError: the code saying why the peer is not authorized."""
+        return self._engine.authorization_error
+
     def _is_closed(self) -> bool:
         return self._state is _State.CLOSED
 
@@ -957,8 +914,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is not _State.OPEN or self._reneg_waiter is not None:
             raise TLSError("renegotiate: connection not open or busy", code="ERR_TLS_NOT_READY")
         self._engine.renegotiate(request_cert=request_cert, reject_unauthorized=reject_unauthorized)
-        if self._options.server_side:
-            self._verify_override = (request_cert, reject_unauthorized)
         self._reneg_waiter = self._loop.create_future()
         waiter = self._reneg_waiter
         self._flush()

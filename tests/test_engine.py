@@ -69,17 +69,16 @@ def test_handshake_and_data(contexts, ca_pem: str, version: str) -> None:
 
 
 def test_first_data_to_send_is_client_hello(contexts) -> None:
+    """DESIGN.md: a client's first data_to_send() yields its ClientHello, no other call."""
     _, client_ctx = contexts
-    hello = TLSEngine(client_ctx, server_hostname="localhost")
-    hello.do_handshake()
-    record = hello.data_to_send()
+    record = TLSEngine(client_ctx, server_hostname="localhost").data_to_send()
     assert record[0] == 22 and record[5] == 1  # handshake record, ClientHello
 
 
 def test_send_before_handshake_raises(contexts) -> None:
     _, client_ctx = contexts
     with pytest.raises(TLSError) as info:
-        TLSEngine(client_ctx).send(b"too early")
+        TLSEngine(client_ctx, server_hostname="localhost").send(b"too early")
     assert info.value.code == "ERR_TLS_NOT_READY"
 
 
@@ -117,13 +116,18 @@ def _leaf(cert: trustme.LeafCert):
 def test_client_reads_the_verify_result_after_the_handshake(contexts) -> None:
     """Like Node, a client completes the handshake and judges the chain afterwards."""
     server_ctx, _ = contexts
-    strict = aiotls.create_secure_context(ca=trustme.CA().cert_pem.bytes())
-    client = TLSEngine(strict, server_hostname="localhost")
+    lenient = aiotls.create_secure_context(
+        ca=trustme.CA().cert_pem.bytes(), reject_unauthorized=False
+    )
+    client = TLSEngine(lenient, server_hostname="localhost")
     server = TLSEngine(server_ctx, server_side=True)
-    client.do_handshake()
     pump(client, server)
     assert client.handshake_complete
     assert client.verify_error == "UNABLE_TO_VERIFY_LEAF_SIGNATURE"
+    assert (client.authorized, client.authorization_error) == (
+        False,
+        "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+    )
 
 
 def test_refused_client_certificate_sends_alert_and_names_error(

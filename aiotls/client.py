@@ -7,18 +7,16 @@ import inspect
 import socket
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import options as _options
-from .context import SecureContext
+from .context import SecureContext, with_options
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
 __all__ = ["create_connection", "open_connection"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
-#: asyncio's connecting keywords the client front doors hand on.
-_CONNECT_KEYS = {"local_addr"}
 
 
 async def _resolve(lookup: Callable[..., Any], host: str, port: int) -> list[tuple[str, int]]:
@@ -32,6 +30,7 @@ async def _resolve(lookup: Callable[..., Any], host: str, port: int) -> list[tup
     return addrs
 
 
+@with_options(*_options.CLIENT_HELP)
 async def create_connection(
     protocol_factory: Callable[[], P],
     host: str | None = None,
@@ -40,7 +39,8 @@ async def create_connection(
     path: str | None = None,
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
-    **kwargs: Any,
+    local_addr: tuple[str, int] | None = None,
+    **kwargs: Unpack[_options.ClientOptions],
 ) -> tuple[TLSTransport, P]:
     """Connect, complete the TLS handshake, then return ``(transport, protocol)``.
 
@@ -49,9 +49,8 @@ async def create_connection(
     verification raises :class:`~aiotls.TLSError` here). SNI and the identity
     check use ``servername``, else ``host`` (an IP address sends no SNI).
     """
-    _options.check_names("create_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
+    _options.check_names(create_connection, kwargs, server_side=False)
     loop = asyncio.get_running_loop()
-    local_addr = kwargs.pop("local_addr", None)
     ctx, opts = _options.split(kwargs, server_side=False, context=context)
     check_host = opts.servername if opts.servername is not None else host
     if opts.servername is None and host is not None:
@@ -87,6 +86,7 @@ async def create_connection(
     return tls, app
 
 
+@with_options(*_options.CLIENT_HELP)
 async def open_connection(
     host: str | None = None,
     port: int | None = None,
@@ -95,15 +95,23 @@ async def open_connection(
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
     limit: int = 2**16,
-    **kwargs: Any,
+    local_addr: tuple[str, int] | None = None,
+    **kwargs: Unpack[_options.ClientOptions],
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Like :func:`asyncio.open_connection`, over TLS (see :func:`create_connection`)."""
-    _options.check_names("open_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
+    _options.check_names(open_connection, kwargs, server_side=False)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = StreamProtocol(reader, loop=loop)
     transport, _ = await create_connection(
-        lambda: protocol, host, port, path=path, sock=sock, context=context, **kwargs
+        lambda: protocol,
+        host,
+        port,
+        path=path,
+        sock=sock,
+        context=context,
+        local_addr=local_addr,
+        **kwargs,
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer

@@ -141,8 +141,8 @@ class Server:
     ) -> None:
         """Serve ``context`` to clients whose SNI matches ``hostname`` (Node's addContext).
 
-        A "*" stands for any run of characters within one label, as in Node:
-        "*.example.com" matches "a.example.com" but neither "a.b.example.com" nor
+        A ``*`` stands for any run of characters within one label, as in Node:
+        ``"*.example.com"`` matches "a.example.com" but neither "a.b.example.com" nor
         "example.com". Matching ignores case. When several patterns match, the one
         added last wins (Node's rule). A server's ``sni_callback``, if given, is
         asked instead.

@@ -77,8 +77,10 @@ def option_specs(table: type) -> dict[str, Opt]:
     """The options of a TypedDict of this table, in declaration order, with their Opt."""
     specs = {}
     for name, hint in table.__annotations__.items():
-        opt = next(m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Opt))
-        specs[name] = opt
+        opts = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Opt)]
+        if len(opts) != 1:
+            raise TypeError(f"{table.__name__}.{name}: declare it as Annotated[type, Opt(...)]")
+        specs[name] = opts[0]
     return specs
 
 

@@ -11,7 +11,7 @@ import importlib
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from docutils import nodes
@@ -48,22 +48,22 @@ def type_text(tp: Any, *, expand: bool = False) -> str:
     if origin is typing.Annotated:
         return type_text(args[0])
     if len(_members(tp)) > 1:
-        shown = [type_text(a) for a in args if a is not type(None)]
         pem = set(_members(context.Pem))
-        if pem <= set(args):  # key material: name the alias instead of its three members
-            shown = ["Pem", *(type_text(a) for a in args if a not in pem | {type(None)})]
-        return " | ".join(shown + ["None"] * (type(None) in args))
+        named = ["Pem"] if pem <= set(args) else []  # key material: the alias, not its members
+        hidden = (pem if named else set()) | {type(None)}
+        parts = named + [type_text(a) for a in args if a not in hidden]
+        return " | ".join(parts + ["None"] * (type(None) in args))
     if origin is typing.Literal:
         return f"Literal[{', '.join(repr(a) for a in args)}]"
     if origin is collections.abc.Callable:
         params, result = args
         if isinstance(params, list):
-            shown = f"[{', '.join(type_text(p) for p in params)}]"
+            call = f"[{', '.join(type_text(p) for p in params)}]"
         else:  # ... or a ParamSpec
-            shown = "..." if params is Ellipsis else type_text(params)
+            call = "..." if params is Ellipsis else type_text(params)
         if (awaited := _hook_result(result)) is not None:
-            return f"Hook[{shown}, {awaited}]"
-        return f"Callable[{shown}, {type_text(result)}]"
+            return f"Hook[{call}, {awaited}]"
+        return f"Callable[{call}, {type_text(result)}]"
     if origin is not None:
         inner = ", ".join("..." if a is Ellipsis else type_text(a) for a in args)
         return f"{origin.__name__}[{inner}]"
@@ -197,12 +197,8 @@ class VerifyCodes(_RstDirective):
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
-    directives: dict[str, Callable[..., Any]] = {
-        "aiotls-options": OptionsTable,
-        "aiotls-hooks": HookTypes,
-        "aiotls-node-names": NodeNames,
-        "aiotls-verify-codes": VerifyCodes,
-    }
-    for name, directive in directives.items():
-        app.add_directive(name, directive)  # type: ignore[arg-type]
+    app.add_directive("aiotls-options", OptionsTable)
+    app.add_directive("aiotls-hooks", HookTypes)
+    app.add_directive("aiotls-node-names", NodeNames)
+    app.add_directive("aiotls-verify-codes", VerifyCodes)
     return {"parallel_read_safe": True, "version": "1"}

@@ -1,4 +1,4 @@
-"""nox sessions: tests (on asyncio and on uvloop), lint, typecheck, bench, demo."""
+"""nox sessions: tests (on asyncio and on uvloop), lint, typecheck, docs, bench, demo."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[dev,uvloop]")
     session.run("mypy", "--strict", "aiotls")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors (docs/_build/html/index.html)."""
+    session.install("-e", ".[docs]")
+    session.run("sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html")
 
 
 @nox.session

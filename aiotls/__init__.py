@@ -15,7 +15,7 @@ from . import _extended
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
 from .client import create_connection, open_connection
-from .context import DEFAULT_ECDH_CURVE, SecureContext, create_secure_context
+from .context import DEFAULT_ECDH_CURVE, ContextOptions, SecureContext, create_secure_context
 from .engine import TLSEngine
 from .errors import (
     TLSCertificateError,
@@ -24,6 +24,7 @@ from .errors import (
     TLSFeatureUnavailable,
     TLSHandshakeTimeout,
 )
+from .options import ClientOptions, ServerOptions
 from .server import Server, create_server, start_server
 from .starttls import start_tls
 from .tlssocket import TLSSocket
@@ -61,8 +62,11 @@ __all__ = [
     "CLIENT_RENEG_WINDOW",
     "DEFAULT_CIPHERS",
     "DEFAULT_ECDH_CURVE",
+    "ClientOptions",
+    "ContextOptions",
     "SecureContext",
     "Server",
+    "ServerOptions",
     "TLSCertificateError",
     "TLSConfigError",
     "TLSEngine",

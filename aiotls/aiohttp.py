@@ -63,14 +63,18 @@ _RUNNER_KEYS = (
 
 
 def _checked(
-    where: str, context: SecureContext | None, options: dict[str, Any], *, server_side: bool
+    door: Callable[..., object],
+    context: SecureContext | None,
+    options: dict[str, Any],
+    *,
+    server_side: bool,
 ) -> tuple[SecureContext, dict[str, Any]]:
     """Check aiotls options now, so a bad one raises at the call that received it.
 
     Returns the context (built unless given) and the per-connection options left
     to pass along with it (an ALPN select callable stays with them).
     """
-    check_names(where, options, server_side=server_side)
+    check_names(door, options, server_side=server_side)
     options = dict(options)
     if context is None:
         options.setdefault("alpn_protocols", list(_DEFAULT_ALPN))
@@ -126,9 +130,7 @@ class TLSSite(web.BaseSite):
         if tcp + (path is not None) + (sock is not None) > 1:
             raise TypeError("TLSSite: give host/port, path or sock, not several")
         super().__init__(runner, backlog=backlog)
-        self._context, self._tls_options = _checked(
-            "TLSSite", context, tls_options, server_side=True
-        )
+        self._context, self._tls_options = _checked(TLSSite, context, tls_options, server_side=True)
         self._host = host
         self._port = 8443 if port is None else port
         self._bound_port: int | None = None
@@ -228,7 +230,7 @@ def run_app(
     runner_options = {name: options.pop(name) for name in list(options) if name in _RUNNER_KEYS}
     runner_options.setdefault("keepalive_timeout", 75.0)  # web.run_app's default
     runner_options["handle_signals"] = handle_signals
-    context, tls_options = _checked("run_app", context, options, server_side=True)
+    context, tls_options = _checked(run_app, context, options, server_side=True)
     listen = {"backlog": backlog, "context": context, **tls_options}
 
     def sites(runner: web.AppRunner) -> list[TLSSite]:
@@ -318,7 +320,7 @@ class TLSConnector(aiohttp.TCPConnector):
         if session_cache_size < 0:
             raise ValueError("session_cache_size: must be >= 0")
         self._tls_context, self._tls_options = _checked(
-            "TLSConnector", context, options, server_side=False
+            TLSConnector, context, options, server_side=False
         )
         self._on_session: Callable[[bytes], Any] | None = self._tls_options.pop("on_session", None)
         self._unverified: SecureContext | None = None

@@ -7,18 +7,16 @@ import inspect
 import socket
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import options as _options
-from .context import SecureContext
+from .context import SecureContext, with_options
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
 __all__ = ["create_connection", "open_connection"]
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
-#: asyncio's connecting keywords the client front doors hand on.
-_CONNECT_KEYS = {"local_addr"}
 
 
 async def _resolve(lookup: Callable[..., Any], host: str, port: int) -> list[tuple[str, int]]:
@@ -32,6 +30,7 @@ async def _resolve(lookup: Callable[..., Any], host: str, port: int) -> list[tup
     return addrs
 
 
+@with_options(*_options.CLIENT_HELP)
 async def create_connection(
     protocol_factory: Callable[[], P],
     host: str | None = None,
@@ -40,7 +39,8 @@ async def create_connection(
     path: str | None = None,
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
-    **kwargs: Any,
+    local_addr: tuple[str, int] | None = None,
+    **kwargs: Unpack[_options.ClientOptions],
 ) -> tuple[TLSTransport, P]:
     """Connect, complete the TLS handshake, then return ``(transport, protocol)``.
 
@@ -53,9 +53,8 @@ async def create_connection(
     given, or ``servername=""`` skips the identity check (the connection is then
     never ``authorized``: ``authorization_error`` is ``"ERR_TLS_NO_SERVERNAME"``).
     """
-    _options.check_names("create_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
+    _options.check_names(create_connection, kwargs, server_side=False)
     loop = asyncio.get_running_loop()
-    local_addr = kwargs.pop("local_addr", None)
     ctx, opts = _options.split(kwargs, server_side=False, context=context)
     if opts.servername is None and host is not None:
         opts = replace(opts, servername=host)
@@ -90,6 +89,7 @@ async def create_connection(
     return tls, app
 
 
+@with_options(*_options.CLIENT_HELP)
 async def open_connection(
     host: str | None = None,
     port: int | None = None,
@@ -98,15 +98,23 @@ async def open_connection(
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
     limit: int = 2**16,
-    **kwargs: Any,
+    local_addr: tuple[str, int] | None = None,
+    **kwargs: Unpack[_options.ClientOptions],
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Like :func:`asyncio.open_connection`, over TLS (see :func:`create_connection`)."""
-    _options.check_names("open_connection", kwargs, server_side=False, passthrough=_CONNECT_KEYS)
+    _options.check_names(open_connection, kwargs, server_side=False)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = StreamProtocol(reader, loop=loop)
     transport, _ = await create_connection(
-        lambda: protocol, host, port, path=path, sock=sock, context=context, **kwargs
+        lambda: protocol,
+        host,
+        port,
+        path=path,
+        sock=sock,
+        context=context,
+        local_addr=local_addr,
+        **kwargs,
     )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return reader, writer

@@ -11,16 +11,16 @@ text) or as an ``os.PathLike`` file to read (``pathlib.Path``); a file that cann
 read raises the ``OSError`` of ``open`` (FileNotFoundError, ...) with the option named.
 """
 
-from __future__ import annotations
-
 import datetime
 import difflib
 import hashlib
+import inspect
 import os
 import re
 import warnings
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, NotRequired, TypedDict, TypeVar, Unpack
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -32,7 +32,17 @@ from . import _der, _extended
 from .ciphers import DEFAULT_CIPHERS
 from .errors import TLSConfigError
 
-__all__ = ["CONTEXT_OPTIONS", "DEFAULT_ECDH_CURVE", "SecureContext", "create_secure_context"]
+__all__ = [
+    "CONTEXT_OPTIONS",
+    "DEFAULT_ECDH_CURVE",
+    "ContextOptions",
+    "KeyEntry",
+    "Opt",
+    "PfxEntry",
+    "SecureContext",
+    "TLSVersion",
+    "create_secure_context",
+]
 
 _VERSIONS = {
     "TLSv1": SSL.TLS1_VERSION,
@@ -41,16 +51,172 @@ _VERSIONS = {
     "TLSv1.3": SSL.TLS1_3_VERSION,
 }
 
+#: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
+Pem = str | bytes | os.PathLike[str]
+#: The protocol versions min_version and max_version take.
+TLSVersion = Literal["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Opt:
+    """One option's documentation, kept beside its type: ``Annotated[type, Opt(...)]``.
+
+    The options TypedDicts are the single table of option names: mypy checks calls
+    against them, and the "unknown option" check, help() and the docs read them.
+    ``default`` is shown when not None (an absent option is "not set"); ``node`` is Node's
+    name when it is not the camelCase of ours ("" when Node has none).
+    """
+
+    doc: str
+    default: object = None
+    node: str | None = None
+
+
+def option_specs(table: type) -> dict[str, Opt]:
+    """The options of a TypedDict of this table, in declaration order, with their Opt."""
+    specs = {}
+    for name, hint in table.__annotations__.items():
+        opts = [m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Opt)]
+        if len(opts) != 1:
+            raise TypeError(f"{table.__name__}.{name}: declare it as Annotated[type, Opt(...)]")
+        specs[name] = opts[0]
+    return specs
+
+
+def option_names(table: type) -> frozenset[str]:
+    """The names a TypedDict of this table allows."""
+    return frozenset(option_specs(table))
+
+
+def option_lines(table: type) -> list[str]:
+    """One reST bullet per option, for docstrings: ``- ``name``: what it does (default)``."""
+    lines = []
+    for name, opt in option_specs(table).items():
+        default = "" if opt.default is None else f" (default ``{opt.default!r}``)"
+        lines.append(f"- ``{name}``: {opt.doc}{default}")
+    return lines
+
+
+def with_options(*groups: tuple[str, type]) -> Callable[[_F], _F]:
+    """Append each group's heading and option lines to the function's docstring, so that
+    ``help()`` lists every option the function takes, one line each."""
+
+    def document(func: _F) -> _F:
+        parts = [inspect.cleandoc(func.__doc__ or "")]
+        for heading, table in groups:
+            parts.append(f"{heading}:\n\n" + "\n".join(option_lines(table)))
+        func.__doc__ = "\n\n".join(parts) + "\n"
+        return func
+
+    return document
+
+
+class KeyEntry(TypedDict):
+    """A key with its own passphrase (Node's ``{pem, passphrase}``), in ``key=``."""
+
+    pem: Pem
+    passphrase: NotRequired[str | bytes]
+
+
+class PfxEntry(TypedDict):
+    """A PKCS#12 with its own passphrase (Node's ``{buf, passphrase}``), in ``pfx=``."""
+
+    buf: bytes | os.PathLike[str]
+    passphrase: NotRequired[str | bytes]
+
+
+class _ContextOptionsBase(TypedDict, total=False):
+    """Every context option but ``alpn_protocols``, which a server may give as a callable."""
+
+    key: Annotated[
+        Pem | KeyEntry | Sequence[Pem | KeyEntry] | None,
+        Opt("private key(s): PEM, a Path, {pem, passphrase}, or a list; matched to certs by key"),
+    ]
+    cert: Annotated[
+        Pem | Sequence[Pem] | None,
+        Opt("certificate chain(s), leaf first: PEM, a Path, or a list of chains (one per key)"),
+    ]
+    pfx: Annotated[
+        bytes | os.PathLike[str] | PfxEntry | Sequence[bytes | os.PathLike[str] | PfxEntry] | None,
+        Opt("PKCS#12 key and chain: bytes, a Path, {buf, passphrase}, or a list of them"),
+    ]
+    passphrase: Annotated[
+        str | bytes | None,
+        Opt("decrypts encrypted keys and pfx (material that is not encrypted ignores it)"),
+    ]
+    ca: Annotated[
+        Pem | Sequence[Pem] | None,
+        Opt("trusted CA certificates (PEM, a Path, or a list); they replace the system store"),
+    ]
+    crl: Annotated[
+        Pem | Sequence[Pem] | None,
+        Opt("revocation lists (PEM, a Path, or a list), checked for the whole chain"),
+    ]
+    ciphers: Annotated[
+        str,
+        Opt("OpenSSL cipher list for TLS 1.2 and lower (default: aiotls.DEFAULT_CIPHERS)"),
+    ]
+    ciphersuites: Annotated[
+        str | None,
+        Opt("TLS 1.3 cipher suites, colon-separated (default: OpenSSL's)", node=""),
+    ]
+    honor_cipher_order: Annotated[
+        bool, Opt("a server picks the cipher by its own order, not the client's", default=True)
+    ]
+    min_version: Annotated[TLSVersion | None, Opt("the lowest protocol version", default="TLSv1.2")]
+    max_version: Annotated[
+        TLSVersion | None, Opt("the highest protocol version (default: TLSv1.3)")
+    ]
+    secure_protocol: Annotated[
+        str | None,
+        Opt("Node's method name such as 'TLSv1_2_method' (instead of min/max_version)"),
+    ]
+    secure_options: Annotated[int | None, Opt("OpenSSL SSL_OP_* flags (an int) to set as well")]
+    session_id_context: Annotated[
+        str | bytes | None,
+        Opt("names the session cache (default: a digest of the certs, ca and request_cert)"),
+    ]
+    session_timeout: Annotated[
+        float | None, Opt("seconds a session stays resumable (default: OpenSSL's)")
+    ]
+    ticket_keys: Annotated[
+        bytes | None,
+        Opt("80 bytes: 16-byte name, 32-byte HMAC key, 32-byte AES key (OpenSSL's layout)"),
+    ]
+    request_cert: Annotated[
+        bool, Opt("a server asks the client for a certificate (checked against ca)", default=False)
+    ]
+    reject_unauthorized: Annotated[
+        bool, Opt("refuse a peer whose certificate or identity fails the checks", default=True)
+    ]
+    ecdh_curve: Annotated[
+        str | None,
+        Opt("key exchange groups: a name, a colon list, or 'auto' (OpenSSL's list, the default)"),
+    ]
+    dhparam: Annotated[
+        Pem | None, Opt("DH parameters (PEM or a Path) of 1024 bits or more; without them, no DHE")
+    ]
+    npn_protocols: Annotated[
+        Sequence[str | bytes] | None,
+        Opt("NPN protocols offered or accepted, in preference order", node="NPNProtocols"),
+    ]
+
+
+class ContextOptions(_ContextOptionsBase, total=False):
+    """The keywords of :func:`create_secure_context` (Node's ``createSecureContext``)."""
+
+    alpn_protocols: Annotated[
+        Sequence[str | bytes] | None,
+        Opt(
+            "ALPN protocols a client offers or a server accepts, in preference order",
+            node="ALPNProtocols",
+        ),
+    ]
+
+
 #: Every keyword create_secure_context accepts (front doors pass these through).
-CONTEXT_OPTIONS = frozenset(
-    {
-        "key", "cert", "pfx", "passphrase", "ca", "crl", "ciphers", "ciphersuites",
-        "honor_cipher_order", "min_version", "max_version", "secure_options",
-        "session_id_context", "session_timeout", "alpn_protocols", "request_cert",
-        "reject_unauthorized", "ecdh_curve", "dhparam", "secure_protocol",
-        "npn_protocols", "ticket_keys",
-    }
-)  # fmt: skip
+CONTEXT_OPTIONS = option_names(ContextOptions)
 
 #: Names that asyncio, the ssl module and Node users reach for, and aiotls's option for each.
 _SYNONYMS = {
@@ -123,8 +289,6 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
     for suffix in ("_method", "_server_method", "_client_method")
 }
 
-#: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
-Pem = str | bytes | os.PathLike[str]
 _SHA256 = hashes.SHA256()
 _SPKI = serialization.PublicFormat.SubjectPublicKeyInfo
 _PEM_BEGIN = b"-----BEGIN "
@@ -137,7 +301,7 @@ def _each(value: object) -> list[object]:
     return list(value) if isinstance(value, list | tuple) else [value]
 
 
-def _given(options: dict[str, Any], name: str) -> list[object]:
+def _given(options: Mapping[str, Any], name: str) -> list[object]:
     """An option's values as a list (none when it is absent or None)."""
     value = options.get(name)
     return [] if value is None else _each(value)
@@ -320,15 +484,12 @@ class SecureContext:
         return f"<SecureContext certs={subjects} alpn={self.alpn_protocols}>"
 
 
-def create_secure_context(**options: Any) -> SecureContext:
+@with_options(("Options", ContextOptions))
+def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     """Build a :class:`SecureContext` from Node-style options (snake_case).
 
-    Supported: key, cert, pfx, passphrase, ca, crl, ciphers, ciphersuites,
-    honor_cipher_order, min_version, max_version, secure_options,
-    session_id_context, session_timeout, alpn_protocols, request_cert,
-    reject_unauthorized. Defaults: TLS 1.2 minimum, :data:`DEFAULT_CIPHERS`,
-    the server's cipher order, and the system trust store for verifying servers
-    (``ca`` replaces it).
+    Defaults: TLS 1.2 minimum, :data:`DEFAULT_CIPHERS`, the server's cipher order,
+    and the system trust store for verifying servers (``ca`` replaces it).
 
     Material may be a ``pathlib.Path`` to read (see the module docstring). Keys pair
     with certificates by public key, in any order, and ``pfx`` (one, a list, or Node's
@@ -436,7 +597,7 @@ def _lookup_session(ssl: Any, session_id: bytes) -> bytes | None:
     return None if engine is None else engine._lookup_session(session_id)
 
 
-def _set_versions(ctx: SSL.Context, options: dict[str, Any]) -> None:
+def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
     """min_version / max_version, or Node's secure_protocol method name (not both)."""
     method = options.get("secure_protocol")
     if method is not None:
@@ -466,7 +627,7 @@ def _set_versions(ctx: SSL.Context, options: dict[str, Any]) -> None:
         ctx.set_max_proto_version(max_v)
 
 
-def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
+def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
     """ecdh_curve (a name, a colon list, or "auto") and dhparam (enables DHE suites)."""
     curve = options.get("ecdh_curve")
     if curve is not None:
@@ -498,7 +659,7 @@ def _set_key_exchange(ctx: SSL.Context, options: dict[str, Any]) -> None:
         raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
 
-def _set_extended(ctx: SSL.Context, options: dict[str, Any]) -> None:
+def _set_extended(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
     """npn_protocols and ticket_keys: they need the extended OpenSSL access."""
     npn = options.get("npn_protocols")
     if npn is not None:
@@ -621,7 +782,7 @@ def _pair(
     return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
 
 
-def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
+def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install pfx and key/cert; returns our certificates, leaves first."""
     passphrase = _passphrase("passphrase", options.get("passphrase"))
     pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
@@ -655,7 +816,7 @@ def _load_identity(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certi
     return certs
 
 
-def _load_trust(ctx: SSL.Context, options: dict[str, Any]) -> list[x509.Certificate]:
+def _load_trust(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install ``ca`` (replacing the system trust) and ``crl``."""
     ca = options.get("ca")
     ca_certs = _certs("ca", ca) if ca is not None else []

@@ -4,30 +4,57 @@ Context options build a :class:`~aiotls.SecureContext` when ``context=`` is not
 given (when it is, the context wins, as in Node). The rest (timeouts and hooks)
 become a :class:`ConnectionOptions`, checked here so that a bad value raises at
 the call that received it, naming the option.
-"""
 
-from __future__ import annotations
+The TypedDicts here (with :class:`~aiotls.context.ContextOptions`) are the table of
+every option: mypy checks the front doors' keywords against them, and the names they
+declare are the names the front doors accept.
+"""
 
 import inspect
 import math
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, Protocol, TypedDict, TypeVar
+
+from cryptography import x509
 
 from . import _extended
 from .context import (
     CONTEXT_OPTIONS,
+    ContextOptions,
+    Opt,
     SecureContext,
+    _ContextOptionsBase,
     create_secure_context,
     expect_bool,
+    option_names,
     unknown_options,
 )
+
+if TYPE_CHECKING:
+    from .transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_SHUTDOWN_TIMEOUT",
+    "ALPNSelector",
+    "AddrInfo",
+    "CheckServerIdentity",
+    "ClientErrorHook",
+    "ClientOptions",
     "ConnectionOptions",
+    "Hook",
+    "KeylogHook",
+    "Lookup",
+    "NewSessionHook",
+    "OCSPRequestHook",
+    "OCSPResponseHook",
+    "ResumeSessionHook",
+    "SNICallback",
+    "SecureConnectionHook",
+    "ServerOptions",
+    "SessionHook",
     "check_names",
     "split",
 ]
@@ -37,23 +64,195 @@ DEFAULT_HANDSHAKE_TIMEOUT = 60.0
 #: How long close() waits for the peer's close_notify before dropping the connection.
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
-_BOTH = {
-    "handshake_timeout",
-    "shutdown_timeout",
-    "suppress_ragged_eofs",
-    "on_keylog",
-    "sslkeylogfile",
-}
-_SERVER = {
-    "sni_callback", "on_secure_connection", "on_tls_client_error", "allow_renegotiation",
-    "on_ocsp_request", "on_new_session", "on_resume_session",
-}  # fmt: skip
-_CLIENT = {
-    "servername", "session", "check_server_identity", "min_dh_size", "request_ocsp",
-    "on_ocsp_response", "on_session", "lookup",
-}  # fmt: skip
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
-Hook = Callable[..., Any]
+#: A hook: a plain function returning R, or a coroutine function (an awaitable of R is
+#: awaited). Hooks that answer the handshake (SNI, OCSP, session store) pause it meanwhile.
+Hook = Callable[_P, _R | Awaitable[_R]]
+#: sni_callback(servername): the context for this ClientHello's server name; None keeps
+#: the default.
+SNICallback = Hook[[str | None], SecureContext | None]
+#: alpn_protocols as a callable (client_protocols, servername): the protocol to speak, or
+#: None to end the handshake with the no_application_protocol alert.
+ALPNSelector = Hook[[list[str], str | None], str | None]
+#: on_ocsp_request(certificate, issuer): the OCSP response to staple, or None.
+OCSPRequestHook = Hook[[x509.Certificate, x509.Certificate | None], bytes | None]
+#: on_new_session(session_id, session_data): store a new server session.
+NewSessionHook = Hook[[bytes, bytes], object]
+#: on_resume_session(session_id): the session_data stored for that id, or None.
+ResumeSessionHook = Hook[[bytes], bytes | None]
+#: on_secure_connection(transport): a server connection completed its handshake.
+SecureConnectionHook = Hook[["TLSTransport"], object]
+#: on_tls_client_error(exc, transport): a server connection failed before it was secure.
+ClientErrorHook = Hook[[Exception, "TLSTransport"], object]
+#: on_keylog(line): one NSS key-log line (bytes, with its newline).
+KeylogHook = Hook[[bytes], object]
+#: check_server_identity(hostname, cert): None, or the error to refuse the server with
+#: (raising it works too). A plain function: it runs inside the handshake.
+CheckServerIdentity = Callable[[str, dict[str, Any]], BaseException | None]
+#: on_ocsp_response(response): the stapled OCSP response, or None when none came.
+OCSPResponseHook = Hook[[bytes | None], object]
+#: on_session(session_data): a session (ticket) to resume with later as ``session=``.
+SessionHook = Hook[[bytes], object]
+#: One address of ``getaddrinfo``: (family, type, proto, canonname, sockaddr).
+AddrInfo = tuple[int, int, int, str, tuple[Any, ...]]
+
+
+class Lookup(Protocol):
+    """``lookup``: resolves a host like ``loop.getaddrinfo`` (or ``socket.getaddrinfo``)."""
+
+    def __call__(
+        self, host: str, port: int, *, type: int
+    ) -> Sequence[AddrInfo] | Awaitable[Sequence[AddrInfo]]: ...
+
+
+class _BothSides(TypedDict, total=False):
+    """Connection options of servers and clients alike."""
+
+    handshake_timeout: Annotated[
+        float,
+        Opt("seconds the handshake may take (0: no limit)", default=DEFAULT_HANDSHAKE_TIMEOUT),
+    ]
+    shutdown_timeout: Annotated[
+        float,
+        Opt(
+            "seconds close() waits for the peer's close_notify (0: none)",
+            default=DEFAULT_SHUTDOWN_TIMEOUT,
+            node="",
+        ),
+    ]
+    suppress_ragged_eofs: Annotated[
+        bool,
+        Opt(
+            "a TCP EOF without close_notify ends the stream (else it is a TLSError)",
+            default=False,
+            node="",
+        ),
+    ]
+    on_keylog: Annotated[
+        KeylogHook | None, Opt("receives each NSS key-log line (bytes)", node="'keylog' event")
+    ]
+    sslkeylogfile: Annotated[
+        bool,
+        Opt(
+            "append key-log lines to the file named by $SSLKEYLOGFILE",
+            default=False,
+            node="--tls-keylog",
+        ),
+    ]
+
+
+class _ServerSide(TypedDict, total=False):
+    """Connection options of servers only."""
+
+    alpn_protocols: Annotated[
+        Sequence[str | bytes] | ALPNSelector | None,
+        Opt("ALPN: a list in preference order, or a selector callable", node="ALPNProtocols"),
+    ]
+    sni_callback: Annotated[
+        SNICallback | None,
+        Opt("chooses the context by the server name the client asks for", node="SNICallback"),
+    ]
+    allow_renegotiation: Annotated[
+        bool,
+        Opt(
+            "allow client renegotiation, CLIENT_RENEG_LIMIT times per CLIENT_RENEG_WINDOW s",
+            default=False,
+            node="",
+        ),
+    ]
+    on_ocsp_request: Annotated[
+        OCSPRequestHook | None,
+        Opt("the OCSP response to staple when a client asks", node="'OCSPRequest' event"),
+    ]
+    on_new_session: Annotated[
+        NewSessionHook | None,
+        Opt("stores each new session in an external store", node="'newSession' event"),
+    ]
+    on_resume_session: Annotated[
+        ResumeSessionHook | None,
+        Opt(
+            "the stored session data for a TLS 1.2 session id, or None",
+            node="'resumeSession' event",
+        ),
+    ]
+    on_secure_connection: Annotated[
+        SecureConnectionHook | None,
+        Opt("each connection whose handshake succeeded", node="'secureConnection' event"),
+    ]
+    on_tls_client_error: Annotated[
+        ClientErrorHook | None,
+        Opt(
+            "each handshake that failed (without it, failures are logged)",
+            node="'tlsClientError' event",
+        ),
+    ]
+
+
+class _ClientSide(TypedDict, total=False):
+    """Connection options of clients only."""
+
+    servername: Annotated[
+        str | None, Opt("SNI and the name the identity check uses (default: the host)")
+    ]
+    session: Annotated[bytes | None, Opt("a session to resume (get_session() or on_session)")]
+    check_server_identity: Annotated[
+        CheckServerIdentity | None, Opt("replaces the RFC 6125 host name check")
+    ]
+    min_dh_size: Annotated[
+        int, Opt("refuse a DHE server whose prime has fewer bits", default=1024, node="minDHSize")
+    ]
+    request_ocsp: Annotated[
+        bool, Opt("ask the server to staple an OCSP response", default=False, node="requestOCSP")
+    ]
+    on_ocsp_response: Annotated[
+        OCSPResponseHook | None,
+        Opt("the stapled OCSP response (None: none came)", node="'OCSPResponse' event"),
+    ]
+    on_session: Annotated[
+        SessionHook | None,
+        Opt("each session (TLS 1.3: each ticket) to resume with later", node="'session' event"),
+    ]
+    lookup: Annotated[
+        Lookup | None, Opt("resolves the host, like loop.getaddrinfo (plain or async)")
+    ]
+
+
+class ServerOptions(_ContextOptionsBase, _BothSides, _ServerSide, total=False):
+    """The keywords of the server front doors: context options, then the server's own."""
+
+
+class ClientOptions(ContextOptions, _BothSides, _ClientSide, total=False):
+    """The keywords of the client front doors: context options, then the client's own."""
+
+
+_SERVER = option_names(ServerOptions)
+_CLIENT = option_names(ClientOptions)
+
+_CONTEXT_HEADING = "Context options (they build the context when ``context`` is None)"
+_BOTH_HEADING = "Options of both sides"
+#: The sections help() shows for the server front doors: (heading, options).
+SERVER_HELP = (
+    ("Server options", _ServerSide),
+    (_BOTH_HEADING, _BothSides),
+    (_CONTEXT_HEADING, _ContextOptionsBase),
+)
+#: The sections help() shows for the client front doors.
+CLIENT_HELP = (
+    ("Client options", _ClientSide),
+    (_BOTH_HEADING, _BothSides),
+    (_CONTEXT_HEADING, ContextOptions),
+)
+#: The sections of start_tls, which serves either side.
+EITHER_SIDE_HELP = (
+    ("Server options (``server_side=True``)", _ServerSide),
+    ("Client options (``server_side=False``)", _ClientSide),
+    (_BOTH_HEADING, _BothSides),
+    (_CONTEXT_HEADING, ContextOptions),
+)
+
+_Callback = Callable[..., Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +263,25 @@ class ConnectionOptions:
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     suppress_ragged_eofs: bool = False
-    on_keylog: Hook | None = None
+    on_keylog: _Callback | None = None
     # server
     allow_renegotiation: bool = False
-    sni_callback: Hook | None = None
-    alpn_callback: Hook | None = None
-    on_secure_connection: Hook | None = None
-    on_tls_client_error: Hook | None = None
-    on_ocsp_request: Hook | None = None
-    on_new_session: Hook | None = None
-    on_resume_session: Hook | None = None
+    sni_callback: _Callback | None = None
+    alpn_callback: _Callback | None = None
+    on_secure_connection: _Callback | None = None
+    on_tls_client_error: _Callback | None = None
+    on_ocsp_request: _Callback | None = None
+    on_new_session: _Callback | None = None
+    on_resume_session: _Callback | None = None
     # client
     servername: str | None = None
     session: bytes | None = None
-    check_server_identity: Hook | None = None
+    check_server_identity: _Callback | None = None
     min_dh_size: int = 1024
     request_ocsp: bool = False
-    on_ocsp_response: Hook | None = None
-    on_session: Hook | None = None
-    lookup: Hook | None = None
+    on_ocsp_response: _Callback | None = None
+    on_session: _Callback | None = None
+    lookup: _Callback | None = None
 
 
 def _timeout(name: str, value: object) -> float:
@@ -93,7 +292,7 @@ def _timeout(name: str, value: object) -> float:
     return float(value)
 
 
-def _hook(name: str, value: object) -> Hook | None:
+def _hook(name: str, value: object) -> _Callback | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
     return value
@@ -107,7 +306,7 @@ def _append_to_sslkeylogfile(line: bytes) -> None:
             f.write(line)
 
 
-def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> Hook | None:
+def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> _Callback | None:
     hook = _hook("on_keylog", on_keylog)
     expect_bool("sslkeylogfile", sslkeylogfile)
     if not sslkeylogfile:
@@ -123,23 +322,25 @@ def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> Hook | None:
 
 
 def check_names(
-    where: str,
-    kwargs: Mapping[str, object],
-    *,
-    server_side: bool,
-    passthrough: Collection[str] = (),
+    door: Callable[..., object], kwargs: Mapping[str, object], *, server_side: bool
 ) -> None:
-    """TypeError for a keyword the front door ``where`` does not take, naming the one it likely
-    meant; ``passthrough`` are asyncio's own keywords that the front door hands on."""
-    allowed = CONTEXT_OPTIONS | _BOTH | (_SERVER if server_side else _CLIENT) | set(passthrough)
+    """TypeError for a keyword the front door ``door`` does not take, naming the option (or
+    the door's own keyword, such as asyncio's ``backlog``) it likely meant; mypy says so too,
+    this is for callers it did not check."""
+    allowed = _SERVER if server_side else _CLIENT
     unknown = set(kwargs) - allowed
     if unknown:
-        other, what = (_CLIENT, "a client option") if server_side else (_SERVER, "a server option")
-        raise unknown_options(where, unknown, allowed | {"context"}, dict.fromkeys(other, what))
+        params = inspect.signature(door).parameters.values()
+        own = {p.name for p in params if p.kind is not p.VAR_KEYWORD}
+        side, what = (
+            (_ClientSide, "a client option") if server_side else (_ServerSide, "a server option")
+        )
+        other = dict.fromkeys(option_names(side), what)
+        raise unknown_options(door.__name__, unknown, allowed | own, other)
 
 
 def split(
-    kwargs: dict[str, Any], *, server_side: bool, context: SecureContext | None
+    kwargs: Mapping[str, Any], *, server_side: bool, context: SecureContext | None
 ) -> tuple[SecureContext, ConnectionOptions]:
     """Validate a front door's keywords (their names already passed :func:`check_names`);
     build the context unless one was given."""

@@ -5,20 +5,18 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Unpack
 
 from . import _extended
 from . import options as _options
-from .context import SecureContext, create_secure_context
+from .context import ContextOptions, SecureContext, create_secure_context, with_options
 from .errors import TLSConfigError
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
 __all__ = ["Server", "create_server", "start_server"]
-
-_LISTEN_KEYS = {"family", "flags", "backlog", "reuse_address", "reuse_port", "start_serving"}
 
 
 class Server:
@@ -130,7 +128,7 @@ class Server:
         """How many accepted connections are still open (handshaking included)."""
         return len(self._connections)
 
-    def set_secure_context(self, context_or_options: SecureContext | dict[str, Any]) -> None:
+    def set_secure_context(self, context_or_options: SecureContext | ContextOptions) -> None:
         """Use another context for connections accepted from now on (hot reload)."""
         if isinstance(context_or_options, dict):
             context_or_options = create_secure_context(**context_or_options)
@@ -139,12 +137,12 @@ class Server:
         self._context = context_or_options
 
     def add_context(
-        self, hostname: str, context_or_options: SecureContext | dict[str, Any]
+        self, hostname: str, context_or_options: SecureContext | ContextOptions
     ) -> None:
         """Serve ``context`` to clients whose SNI matches ``hostname`` (Node's addContext).
 
-        A "*" stands for any run of characters within one label, as in Node:
-        "*.example.com" matches "a.example.com" but neither "a.b.example.com" nor
+        A ``*`` stands for any run of characters within one label, as in Node:
+        ``"*.example.com"`` matches "a.example.com" but neither "a.b.example.com" nor
         "example.com". Matching ignores case. When several patterns match, the one
         added last wins (Node's rule). A server's ``sni_callback``, if given, is
         asked instead.
@@ -196,26 +194,33 @@ class Server:
         return self._context
 
 
+@with_options(*_options.SERVER_HELP)
 async def create_server(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
-    host: str | list[str] | None = None,
+    host: str | Sequence[str] | None = None,
     port: int | None = None,
     *,
     path: str | None = None,
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
-    **kwargs: Any,
+    family: int = socket.AF_UNSPEC,
+    flags: int = socket.AI_PASSIVE,
+    backlog: int = 100,
+    reuse_address: bool | None = None,
+    reuse_port: bool | None = None,
+    start_serving: bool = True,
+    **kwargs: Unpack[_options.ServerOptions],
 ) -> Server:
     """Listen for TLS connections; each gets a protocol from ``protocol_factory``.
 
-    Keywords are context options (used when ``context`` is None), server options
-    (handshake_timeout, shutdown_timeout, sni_callback, on_secure_connection,
-    on_tls_client_error, ...) and asyncio's listening options (backlog,
-    reuse_address, reuse_port, family, flags, start_serving).
+    ``host``, ``port``, ``sock`` and the listening keywords (``family`` to
+    ``start_serving``) are :meth:`asyncio.loop.create_server`'s; ``path`` listens on
+    a unix socket instead (:meth:`~asyncio.loop.create_unix_server`, which takes
+    only ``sock``, ``backlog`` and ``start_serving``). The other keywords are
+    listed below.
     """
-    _options.check_names("create_server", kwargs, server_side=True, passthrough=_LISTEN_KEYS)
+    _options.check_names(create_server, kwargs, server_side=True)
     loop = asyncio.get_running_loop()
-    listen = {k: kwargs.pop(k) for k in list(kwargs) if k in _LISTEN_KEYS}
     ctx, opts = _options.split(kwargs, server_side=True, context=context)
     if not ctx.certificates and opts.sni_callback is None:
         raise TLSConfigError(
@@ -226,35 +231,68 @@ async def create_server(
         )
     server = Server(loop, protocol_factory, ctx, opts)
     if path is not None:
-        listen.pop("reuse_address", None)
-        listen.pop("reuse_port", None)
-        listen.pop("family", None)
-        listen.pop("flags", None)
-        server._server = await loop.create_unix_server(server._accept, path, sock=sock, **listen)
+        server._server = await loop.create_unix_server(
+            server._accept, path, sock=sock, backlog=backlog, start_serving=start_serving
+        )
     else:
         # typeshed's overloads cannot express "host/port or sock"; asyncio checks at run time.
         create: Any = loop.create_server
-        server._server = await create(server._accept, host, port, sock=sock, **listen)
+        server._server = await create(
+            server._accept,
+            host,
+            port,
+            sock=sock,
+            family=family,
+            flags=flags,
+            backlog=backlog,
+            reuse_address=reuse_address,
+            reuse_port=reuse_port,
+            start_serving=start_serving,
+        )
     return server
 
 
+@with_options(*_options.SERVER_HELP)
 async def start_server(
     client_connected_cb: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any],
-    host: str | list[str] | None = None,
+    host: str | Sequence[str] | None = None,
     port: int | None = None,
     *,
     path: str | None = None,
     sock: socket.socket | None = None,
     context: SecureContext | None = None,
     limit: int = 2**16,
-    **kwargs: Any,
+    family: int = socket.AF_UNSPEC,
+    flags: int = socket.AI_PASSIVE,
+    backlog: int = 100,
+    reuse_address: bool | None = None,
+    reuse_port: bool | None = None,
+    start_serving: bool = True,
+    **kwargs: Unpack[_options.ServerOptions],
 ) -> Server:
-    """Like :func:`asyncio.start_server`, over TLS: ``client_connected_cb(reader, writer)``."""
-    _options.check_names("start_server", kwargs, server_side=True, passthrough=_LISTEN_KEYS)
+    """Like :func:`asyncio.start_server`, over TLS: ``client_connected_cb(reader, writer)``.
+
+    The listening keywords are :func:`create_server`'s; the others are listed below.
+    """
+    _options.check_names(start_server, kwargs, server_side=True)
     loop = asyncio.get_running_loop()
 
     def factory() -> asyncio.BaseProtocol:
         reader = asyncio.StreamReader(limit=limit, loop=loop)
         return StreamProtocol(reader, client_connected_cb, loop=loop)
 
-    return await create_server(factory, host, port, path=path, sock=sock, context=context, **kwargs)
+    return await create_server(
+        factory,
+        host,
+        port,
+        path=path,
+        sock=sock,
+        context=context,
+        family=family,
+        flags=flags,
+        backlog=backlog,
+        reuse_address=reuse_address,
+        reuse_port=reuse_port,
+        start_serving=start_serving,
+        **kwargs,
+    )

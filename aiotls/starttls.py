@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal, Unpack, overload
 
 from . import options as _options
-from .context import SecureContext
+from .context import SecureContext, with_options
 from .transport import TLSTransport
 
 __all__ = ["start_tls"]
@@ -42,6 +42,29 @@ async def _upgrade(
     return tls
 
 
+@overload
+async def start_tls(
+    writer_or_transport: asyncio.StreamWriter | asyncio.Transport,
+    *,
+    server_side: Literal[True],
+    protocol: asyncio.BaseProtocol | None = None,
+    context: SecureContext | None = None,
+    **kwargs: Unpack[_options.ServerOptions],
+) -> TLSTransport | None: ...
+
+
+@overload
+async def start_tls(
+    writer_or_transport: asyncio.StreamWriter | asyncio.Transport,
+    *,
+    server_side: Literal[False] = False,
+    protocol: asyncio.BaseProtocol | None = None,
+    context: SecureContext | None = None,
+    **kwargs: Unpack[_options.ClientOptions],
+) -> TLSTransport | None: ...
+
+
+@with_options(*_options.EITHER_SIDE_HELP)
 async def start_tls(
     writer_or_transport: asyncio.StreamWriter | asyncio.Transport,
     *,
@@ -61,7 +84,7 @@ async def start_tls(
     A client needs ``servername`` (the name its identity check uses), as in
     :func:`~aiotls.create_connection`; a ValueError says so before anything changes.
     """
-    _options.check_names("start_tls", kwargs, server_side=server_side)
+    _options.check_names(start_tls, kwargs, server_side=server_side)
     if isinstance(writer_or_transport, asyncio.StreamWriter):
         writer = writer_or_transport
         await writer.drain()

@@ -19,14 +19,17 @@ aiotls decodes them elsewhere (ASCII, undecodable bytes replaced); JA4 reads the
 JA4 follows FoxIO's specification: "t" (TLS over TCP), the highest non-GREASE
 supported_versions entry (the legacy version without that extension), "d"/"i" for an
 SNI extension present/absent, the counts of non-GREASE ciphers and extensions (at most
-99), and the first and last characters of the first ALPN protocol ("00" without one;
-when either end is not ASCII alphanumeric, the first and last characters of its hex
-form); then the truncated sha256 of the sorted cipher list and of the sorted extension
-list less SNI and ALPN followed by the signature algorithms in wire order. GREASE values
-are left out everywhere; an empty list hashes to ``000000000000``. Independent
-implementations disagree only about ALPN values with a non-alphanumeric end (ja4plus
-1.4 writes such a printable byte as itself, FoxIO's older Rust code maps non-ASCII to
-"9"); aiotls follows the written specification there.
+99), and the first and last characters of the first non-GREASE ALPN protocol ("00"
+without one; when either end is not an ASCII letter or digit, the first and last
+characters of its hex form); then the truncated sha256 of the sorted cipher list and of
+the sorted extension list less SNI and ALPN followed by the signature algorithms in
+wire order. GREASE values are left out everywhere; an empty list shows as
+``000000000000``. Implementations part ways only on odd first ALPN protocols: for one
+with a non-alphanumeric end, ja4plus 1.4 writes a printable byte as itself, a byte from
+0x80 as "9" and a control byte as "99" (FoxIO's published output for its
+``tls-non-ascii-alpn`` capture shows "99" too); a GREASE protocol first gives "99"
+there and "00" in Suricata. aiotls follows the written specification: the hex rule,
+GREASE ignored.
 
 How ``on_client_hello`` will be wired (after the core redesign of issue 8):
 
@@ -432,7 +435,11 @@ class ClientHello:
         alpn = self.extension(_EXT_ALPN)
         version = _JA4_VERSIONS.get(self.version, "00")
         sni = "d" if _EXT_SERVER_NAME in types else "i"
-        first_alpn = _alpn_list(alpn)[0] if alpn is not None else None
+        # RFC 8701 GREASE ALPN values are two equal bytes like 0x1a 0x1a; JA4 ignores GREASE.
+        offered = _alpn_list(alpn) if alpn is not None else []
+        first_alpn = next(
+            (p for p in offered if len(p) != 2 or not is_grease(p[0] << 8 | p[1])), None
+        )
         counts = f"{min(len(ciphers), 99):02d}{min(len(types), 99):02d}"
         part_a = f"t{version}{sni}{counts}{_ja4_alpn(first_alpn)}"
         # FoxIO decides "no extensions" on the sorted list (SNI and ALPN out) in both forms.

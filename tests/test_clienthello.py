@@ -186,6 +186,7 @@ def test_foxio_published_hashes_of_the_lists() -> None:
         (b"\x30\xab", "3b"),
         (b"\x30\x31\xab\xcd", "3d"),
         (b"\x30\xab\xcd\x31", "01"),
+        (b"\x1a\x1a", "h2"),  # a GREASE protocol (RFC 8701) is skipped: the next one counts
     ],
 )
 def test_ja4_alpn_characters_follow_the_specification(alpn: bytes | None, expected: str) -> None:

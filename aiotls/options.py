@@ -15,7 +15,16 @@ import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypedDict,
+    TypeVar,
+)
 
 from cryptography import x509
 
@@ -31,6 +40,7 @@ from .context import (
     option_names,
     unknown_options,
 )
+from .stapling import MustStaple, OCSPStapler
 
 if TYPE_CHECKING:
     from .transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
@@ -219,7 +229,33 @@ class _ClientSide(TypedDict, total=False):
     ]
 
 
-class ServerOptions(_ContextOptionsBase, _BothSides, _ServerSide, total=False):
+class _Stapling(TypedDict, total=False):
+    """Automatic OCSP stapling (:mod:`aiotls.stapling`) for a listening server."""
+
+    ocsp_stapling: Annotated[
+        Literal["auto"] | OCSPStapler | None,
+        Opt(
+            "'auto': fetch, verify, cache, refresh and staple each certificate's OCSP "
+            "response; or an OCSPStapler of yours (start_tls takes only that)",
+            node="",
+        ),
+    ]
+    ocsp_cache_dir: Annotated[
+        str | os.PathLike[str] | None,
+        Opt("with ocsp_stapling='auto': keep verified responses here across restarts", node=""),
+    ]
+    ocsp_must_staple: Annotated[
+        MustStaple,
+        Opt(
+            "with ocsp_stapling='auto': 'enforce' refuses a Must-Staple certificate's "
+            "status requests without a valid staple; 'ignore' staples it like any other",
+            default="enforce",
+            node="",
+        ),
+    ]
+
+
+class ServerOptions(_ContextOptionsBase, _BothSides, _ServerSide, _Stapling, total=False):
     """The keywords of the server front doors: context options, then the server's own."""
 
 
@@ -235,6 +271,7 @@ _BOTH_HEADING = "Options of both sides"
 #: The sections help() shows for the server front doors: (heading, options).
 SERVER_HELP = (
     ("Server options", _ServerSide),
+    ("OCSP stapling", _Stapling),
     (_BOTH_HEADING, _BothSides),
     (_CONTEXT_HEADING, _ContextOptionsBase),
 )
@@ -247,6 +284,7 @@ CLIENT_HELP = (
 #: The sections of start_tls, which serves either side.
 EITHER_SIDE_HELP = (
     ("Server options (``server_side=True``)", _ServerSide),
+    ("OCSP stapling (``server_side=True``)", _Stapling),
     ("Client options (``server_side=False``)", _ClientSide),
     (_BOTH_HEADING, _BothSides),
     (_CONTEXT_HEADING, ContextOptions),
@@ -273,6 +311,7 @@ class ConnectionOptions:
     on_ocsp_request: _Callback | None = None
     on_new_session: _Callback | None = None
     on_resume_session: _Callback | None = None
+    ocsp_stapler: OCSPStapler | None = None  # also the on_ocsp_request hook
     # client
     servername: str | None = None
     session: bytes | None = None
@@ -319,6 +358,36 @@ def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> _Callback | None:
         return hook(line)
 
     return both
+
+
+def _stapler(kwargs: Mapping[str, Any], hook: _Callback | None) -> OCSPStapler | None:
+    """The stapler ``ocsp_stapling`` asks for (made here for 'auto'), or None; checks
+    that its companion options come with 'auto' and that no on_ocsp_request competes."""
+    stapling = kwargs.get("ocsp_stapling")
+    companions = {
+        name: kwargs[name]
+        for name in ("ocsp_cache_dir", "ocsp_must_staple")
+        if kwargs.get(name) is not None
+    }
+    if stapling != "auto" and companions:
+        raise ValueError(
+            f"{next(iter(companions))}: only with ocsp_stapling='auto' "
+            "(an OCSPStapler takes cache_dir= and must_staple= itself)"
+        )
+    if stapling is None:
+        return None
+    if hook is not None:
+        raise ValueError("ocsp_stapling: it staples through on_ocsp_request; give one or the other")
+    if isinstance(stapling, OCSPStapler):
+        return stapling
+    if stapling != "auto":
+        raise (ValueError if isinstance(stapling, str) else TypeError)(
+            f"ocsp_stapling: expected 'auto' or an aiotls.stapling.OCSPStapler, got {stapling!r}"
+        )
+    return OCSPStapler(
+        cache_dir=companions.get("ocsp_cache_dir"),
+        must_staple=companions.get("ocsp_must_staple", "enforce"),
+    )
 
 
 def check_names(
@@ -370,6 +439,8 @@ def split(
     if min_dh_size <= 0:
         raise ValueError("min_dh_size: must be positive")
     allow_reneg = expect_bool("allow_renegotiation", conn_kwargs.get("allow_renegotiation", False))
+    on_ocsp_request = _hook("on_ocsp_request", conn_kwargs.get("on_ocsp_request"))
+    stapler = _stapler(conn_kwargs, on_ocsp_request)
     opts = ConnectionOptions(
         server_side=server_side,
         handshake_timeout=_timeout(
@@ -394,7 +465,8 @@ def split(
         ),
         lookup=_hook("lookup", conn_kwargs.get("lookup")),
         min_dh_size=min_dh_size,
-        on_ocsp_request=_hook("on_ocsp_request", conn_kwargs.get("on_ocsp_request")),
+        on_ocsp_request=stapler or on_ocsp_request,
+        ocsp_stapler=stapler,
         on_new_session=_hook("on_new_session", conn_kwargs.get("on_new_session")),
         on_resume_session=_hook("on_resume_session", conn_kwargs.get("on_resume_session")),
         request_ocsp=expect_bool("request_ocsp", conn_kwargs.get("request_ocsp", False)),

@@ -13,6 +13,7 @@ from . import _extended
 from . import options as _options
 from .context import ContextOptions, SecureContext, create_secure_context, with_options
 from .errors import TLSConfigError
+from .stapling import StapleState
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
@@ -39,6 +40,8 @@ class Server:
         self._closed_waiters: list[asyncio.Future[None]] = []
         self._sni_contexts: list[tuple[re.Pattern[str], SecureContext]] = []
         self._sni_options = options
+        self._stapler = options.ocsp_stapler
+        self._owns_stapler = False  # ocsp_stapling="auto": close() stops it
 
     def _accept(self) -> asyncio.BaseProtocol:
         """Called by asyncio per accepted socket: a TLSTransport and its raw protocol."""
@@ -73,6 +76,12 @@ class Server:
 
     def close(self) -> None:
         """Stop listening; connections already accepted go on (as in asyncio and Node)."""
+        if not self._closed and self._stapler is not None:
+            if self._owns_stapler:
+                self._stapler.close()
+            else:  # a stapler shared with others: only this server's certificates leave
+                for ctx in [self._context, *(c for _, c in self._sni_contexts)]:
+                    self._stapler.discard_context(ctx)
         self._closed = True
         if self._server is not None:
             self._server.close()
@@ -90,6 +99,8 @@ class Server:
             await waiter
         if self._server is not None:
             await self._server.wait_closed()
+        if self._owns_stapler and self._stapler is not None:
+            await self._stapler.wait_closed()
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -134,6 +145,9 @@ class Server:
             context_or_options = create_secure_context(**context_or_options)
         if not isinstance(context_or_options, SecureContext):
             raise TypeError("set_secure_context: expected a SecureContext or an options dict")
+        if self._stapler is not None and not self._closed:
+            self._stapler.add_context(context_or_options)
+            self._stapler.discard_context(self._context)
         self._context = context_or_options
 
     def add_context(
@@ -153,6 +167,8 @@ class Server:
             context_or_options = create_secure_context(**context_or_options)
         if not isinstance(context_or_options, SecureContext):
             raise TypeError("add_context: expected a SecureContext or an options dict")
+        if self._stapler is not None and not self._closed:
+            self._stapler.add_context(context_or_options)
         pattern = (
             "^"
             + ".".join(
@@ -187,6 +203,13 @@ class Server:
             raise ValueError(f"set_ticket_keys: expected 80 bytes, got {len(keys)}")
         _extended.require("ticket_keys", "set_ticket_keys")
         _extended.set_ticket_keys(self._context._ctx._context, bytes(keys))
+
+    def ocsp_status(self) -> dict[str, StapleState]:
+        """With ``ocsp_stapling``: each certificate's OCSP stapling state (status,
+        thisUpdate, nextUpdate, last fetch and error, next refresh, whether it is stapled),
+        keyed by SHA-256 fingerprint (hex); see :meth:`aiotls.stapling.OCSPStapler.status`.
+        Empty without ``ocsp_stapling``."""
+        return self._stapler.status() if self._stapler is not None else {}
 
     @property
     def context(self) -> SecureContext:
@@ -230,25 +253,32 @@ async def create_server(
             "default certificate too)"
         )
     server = Server(loop, protocol_factory, ctx, opts)
-    if path is not None:
-        server._server = await loop.create_unix_server(
-            server._accept, path, sock=sock, backlog=backlog, start_serving=start_serving
-        )
-    else:
-        # typeshed's overloads cannot express "host/port or sock"; asyncio checks at run time.
-        create: Any = loop.create_server
-        server._server = await create(
-            server._accept,
-            host,
-            port,
-            sock=sock,
-            family=family,
-            flags=flags,
-            backlog=backlog,
-            reuse_address=reuse_address,
-            reuse_port=reuse_port,
-            start_serving=start_serving,
-        )
+    if opts.ocsp_stapler is not None:
+        opts.ocsp_stapler.add_context(ctx)  # starts fetching; ValueError if it never could
+        server._owns_stapler = kwargs.get("ocsp_stapling") == "auto"
+    try:
+        if path is not None:
+            server._server = await loop.create_unix_server(
+                server._accept, path, sock=sock, backlog=backlog, start_serving=start_serving
+            )
+        else:
+            # typeshed's overloads cannot express "host/port or sock"; asyncio checks.
+            create: Any = loop.create_server
+            server._server = await create(
+                server._accept,
+                host,
+                port,
+                sock=sock,
+                family=family,
+                flags=flags,
+                backlog=backlog,
+                reuse_address=reuse_address,
+                reuse_port=reuse_port,
+                start_serving=start_serving,
+            )
+    except BaseException:
+        server.close()  # stops or releases the OCSP stapler
+        raise
     return server
 
 

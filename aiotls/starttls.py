@@ -85,6 +85,11 @@ async def start_tls(
     :func:`~aiotls.create_connection`; a ValueError says so before anything changes.
     """
     _options.check_names(start_tls, kwargs, server_side=server_side)
+    if kwargs.get("ocsp_stapling") == "auto":
+        raise ValueError(
+            "ocsp_stapling: 'auto' needs a server to own it (start_server, create_server); "
+            "give start_tls an aiotls.stapling.OCSPStapler that you close"
+        )
     if isinstance(writer_or_transport, asyncio.StreamWriter):
         writer = writer_or_transport
         await writer.drain()

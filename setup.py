@@ -15,8 +15,10 @@ if os.environ.get("AIOTLS_NO_EXTENSIONS", "") in ("", "0"):
     except ImportError:
         print("aiotls: Cython is missing; installing without aiotls._speedups")
     else:
-        # optional: a failed compile (no compiler, no Python headers) skips the extension.
-        ext = Extension("aiotls._speedups", ["aiotls/_speedups.pyx"], optional=True)
-        ext_modules = cythonize([ext], compiler_directives={"language_level": 3})
+        ext_modules = cythonize([Extension("aiotls._speedups", ["aiotls/_speedups.pyx"])])
+        for ext in ext_modules:
+            # A failed compile (no compiler, no Python headers) skips the extension; set
+            # here because cythonize() does not carry the option over.
+            ext.optional = True
 
 setup(ext_modules=ext_modules)

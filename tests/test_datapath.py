@@ -95,10 +95,11 @@ class Pair:
         impl: type[Any],
         contexts: tuple[aiotls.SecureContext, aiotls.SecureContext],
         protocol: asyncio.BaseProtocol,
+        **server_options: Any,
     ) -> None:
         server_ctx, client_ctx = contexts
         self.client = TLSEngine(client_ctx, server_hostname="localhost")
-        self.server = TLSEngine(server_ctx, server_side=True)
+        self.server = TLSEngine(server_ctx, server_side=True, **server_options)
         self._handshake()
         self.sent: list[bytes | bytearray] = []
         self.dp = impl(
@@ -377,3 +378,21 @@ def test_the_loader_picks_the_compiled_path_unless_told_not_to(env: dict[str, st
     else:
         compiled_class()  # skips (or fails on CI) when the extension was not built
         assert out == ["True", "aiotls._speedups"]
+
+
+def test_tls12_and_a_renegotiation_through_the_data_path(impl: type[Any], contexts, ca_pem) -> None:
+    """OpenSSL's own records (here a TLS 1.2 renegotiation's flights, written while
+    SSL_read takes the client's) leave with feed()'s flush, with no write to carry them."""
+    tls12 = aiotls.create_secure_context(ca=ca_pem, max_version="TLSv1.2")
+    protocol = Recorder()
+    pair = Pair(impl, (contexts[0], tls12), protocol, allow_renegotiation=True)
+    assert pair.client.get_protocol() == "TLSv1.2"
+    pair.client.renegotiate()
+    for _ in range(2):  # ClientHello -> the server's flight; the client's -> its Finished
+        assert pair.dp.feed(pair.client.data_to_send()) == 0
+        (flight,) = pair.sent
+        assert flight[0] in (20, 22)  # handshake records (ChangeCipherSpec may lead)
+        assert pair.client_reads() == b""
+    assert not pair.client.renegotiating
+    assert pair.dp.feed(pair.client_sends(b"after")) == 0
+    assert protocol.chunks == [b"after"]

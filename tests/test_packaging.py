@@ -56,7 +56,8 @@ def test_sdist_builds_a_wheel_that_installs_and_runs_the_demo(tmp_path: Path) ->
     (sdist,) = dist.glob("aiotls-*.tar.gz")
     (wheel,) = dist.glob("aiotls-*.whl")
     assert sdist.name == f"aiotls-{VERSION}.tar.gz"
-    assert wheel.name == f"aiotls-{VERSION}-py3-none-any.whl"
+    # The compiled data path (aiotls._speedups) makes it a CPython wheel for this platform.
+    assert wheel.name.startswith(f"aiotls-{VERSION}-cp3")
 
     with tarfile.open(sdist) as tar:
         names = set(tar.getnames())
@@ -69,6 +70,7 @@ def test_sdist_builds_a_wheel_that_installs_and_runs_the_demo(tmp_path: Path) ->
         entry_points = whl.read(f"{info}/entry_points.txt").decode()
         license_text = whl.read(f"{info}/licenses/LICENSE").decode()
     assert {"aiotls/py.typed", "aiotls/testing.py", "aiotls/pki.py"} <= names
+    assert any(n.startswith("aiotls/_speedups.") and n.endswith(".so") for n in names)
     assert license_text == (ROOT / "LICENSE").read_text()
     assert metadata["License-Expression"] == "MIT"
     assert metadata.get_all("License-File") == ["LICENSE"]
@@ -91,3 +93,10 @@ def test_sdist_builds_a_wheel_that_installs_and_runs_the_demo(tmp_path: Path) ->
         env_dir / "bin" / "python", "-c", "import aiotls; print(aiotls.__file__)", cwd=tmp_path
     )
     assert where.startswith(str(env_dir))
+    loaded = sh(
+        env_dir / "bin" / "python",
+        "-c",
+        "import aiotls._speedups_loader as s; print(s.COMPILED, s.DataPath.__module__)",
+        cwd=tmp_path,
+    )
+    assert loaded.split() == ["True", "aiotls._speedups"]

@@ -76,9 +76,10 @@ Sink = Callable[[bytes | bytearray], object]
 def thread_scratch() -> tuple[bytearray, Any]:
     """This thread's plaintext batch buffer and a cffi pointer into it.
 
-    Shared by the thread's data paths (either kind): each fills it and copies the batch
-    out before calling any Python code, so none holds it across a call. Per thread,
-    because cffi lets other threads run during OpenSSL calls.
+    Shared by the thread's data paths (either kind): each copies its batch out before
+    calling the protocol, and feed() runs from the event loop, never from inside another
+    feed's OpenSSL call, so no two batches overlap. Per thread, because cffi lets other
+    threads run during OpenSSL calls.
     """
     scratch = getattr(_local, "scratch", None)
     if scratch is None:

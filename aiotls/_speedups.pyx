@@ -4,9 +4,8 @@
 It calls OpenSSL only through the addresses of ``aiotls._fnptrs.openssl_functions()``,
 cryptography's own entry points into the OpenSSL its wheel carries (the one pyOpenSSL's
 objects live in); it links no OpenSSL. The interface, the results and the rules callers
-keep are described in ``aiotls._datapath``; the constants come from there too. The GIL is
-held throughout (OpenSSL's calls here are short), and the thread's scratch buffer is
-filled and copied out before any Python code runs, as in the fallback.
+keep are described in ``aiotls._datapath``; the constants and the thread's scratch buffer
+come from there too. The GIL is held throughout: OpenSSL's calls here are short.
 """
 
 cimport cython

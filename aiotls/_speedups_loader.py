@@ -44,10 +44,13 @@ def _select() -> tuple[type[_datapath.DataPath] | type[_speedups.DataPath], bool
         return _datapath.DataPath, False
     try:
         from . import _speedups
-
+    except ImportError as exc:  # installed without a compiler or Cython
+        log.debug("aiotls: the pure-Python data path (aiotls._speedups not built: %s)", exc)
+        return _datapath.DataPath, False
+    try:
         openssl_functions()
-    except (ImportError, LookupError) as exc:
-        log.debug("aiotls: the pure-Python data path, as the compiled one is unusable: %s", exc)
+    except LookupError as exc:
+        log.warning("aiotls: the pure-Python data path (OpenSSL's functions: %s)", exc)
         return _datapath.DataPath, False
     return _speedups.DataPath, True
 

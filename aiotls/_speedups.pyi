@@ -1,0 +1,25 @@
+"""Types of the compiled data path (aiotls/_speedups.pyx); the same interface as
+aiotls._datapath.DataPath, whose docstrings describe it."""
+
+import asyncio
+from collections.abc import Sequence
+
+from ._datapath import Sink
+
+class DataPath:
+    paused: bool
+    @property
+    def error(self) -> tuple[int, tuple[int, ...]] | None: ...
+    def __init__(
+        self,
+        ssl: int,
+        bio_in: int,
+        bio_out: int,
+        functions: Sequence[int],
+        protocol: asyncio.BaseProtocol,
+        sink: Sink,
+        owner: object = None,
+    ) -> None: ...
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> int: ...
+    def write(self, data: bytes | bytearray | memoryview) -> int: ...

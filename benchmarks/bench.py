@@ -1256,7 +1256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments; dispatch to the orchestrator, or to a server/client child role."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="short smoke run (< ~60 s)")
-    p.add_argument("--repeats", type=int, default=0, help="repeats per cell (default 5; quick 1)")
+    p.add_argument("--repeats", type=int, default=0, help="repeats per cell (default 3; quick 1)")
     p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
     p.add_argument("--impl", default=",".join(IMPLS), help="impls, comma-separated")
     p.add_argument("--hs-workers", type=int, default=0,

@@ -2,7 +2,8 @@
 # Install the TLS peers the interop tests talk to (tests/test_interop_*.py).
 # Idempotent: installs from Debian only what is missing (gnutls-bin, openssl, nodejs, curl,
 # chromium for the headless-browser test of aiotls.aiohttp, nginx-light: a reverse proxy that
-# resumes TLS sessions to its upstream, redis-server for an example).
+# resumes TLS sessions to its upstream, redis-server for an example, gcc and libgnutls28-dev
+# for the benchmarks' load client).
 set -euo pipefail
 
 missing=()
@@ -15,6 +16,11 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-li
 
 # Redis for examples/redis_sessions.py (tests/test_examples.py starts and stops its own server).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+
+# The benchmarks' C load client (tests/test_benchmarks.py builds it): a compiler and GnuTLS.
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+pkg-config --exists gnutls 2>/dev/null || missing+=(libgnutls28-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "peers present: $(gnutls-cli --version | head -n 1); $(openssl version); node $(node --version)"

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Side-by-side TLS 1.3 server benchmark: aiotls against asyncio+ssl, uvloop+ssl and Node.js tls.
 
-    python benchmarks/bench.py [--quick] [--repeats N] [--only echo,hs,hs-resumed,idle]
-                               [--impl asyncio+ssl,uvloop+ssl,aiotls,aiotls+uvloop,node]
+    python benchmarks/bench.py [--quick] [--repeats N]
+                               [--only echo,rr-streams,rr-protocol,hs,hs-resumed,hs-rsa,
+                                       hs-resumed-rsa,idle]
+                               [--impl asyncio+ssl,uvloop+ssl,node,aiotls,aiotls+uvloop,
+                                       aiotls-fallback,aiotls+uvloop-fallback]
                                [--client auto|c|python] [--hs-workers N] [--noise-retries N]
-                               [--json out.json]
+                               [--json out.json] [--results DIR]
 
 Each measurement starts a fresh server process pinned to core 0 and a load-client process
 pinned to core 1. The headline figure is server CPU per operation, read from
-/proc/<server pid>/stat around the measured window. See benchmarks/README.md.
+/proc/<server pid>/stat around the measured window. The table goes to stdout and, with a
+chart of every impl against the best peer, to benchmarks/results/. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import platform
 import resource
 import select
+import shlex
 import shutil
 import socket
 import ssl
@@ -33,10 +38,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -51,12 +56,23 @@ READY_TIMEOUT = 30.0
 IO_TIMEOUT = 10.0  # per blocking socket operation in the client
 NOISY = 0.25  # cores of "other load" in a window above which a cell is measured again
 
-IMPLS = ("asyncio+ssl", "uvloop+ssl", "aiotls", "aiotls+uvloop", "node")
+# An impl ending in FALLBACK runs aiotls with AIOTLS_NO_EXTENSIONS=1: its pure-Python data path.
+FALLBACK = "-fallback"
+IMPLS = ("asyncio+ssl", "uvloop+ssl", "aiotls", "aiotls+uvloop", "node",
+         "aiotls-fallback", "aiotls+uvloop-fallback")
 PEERS = ("asyncio+ssl", "uvloop+ssl", "node")
 TARGET = "aiotls+uvloop"
-WORKLOADS = ("echo", "hs", "hs-resumed", "idle")
+WORKLOADS = ("echo", "rr-streams", "rr-protocol", "hs", "hs-resumed", "hs-rsa",
+             "hs-resumed-rsa", "idle")
+RR_WORKLOADS = ("rr-streams", "rr-protocol")
+HS_WORKLOADS = ("hs", "hs-resumed", "hs-rsa", "hs-resumed-rsa")
+RSA = "-rsa"  # a workload ending so runs on the RSA-2048 certificate, others on ECDSA P-256
+IDLE_WARMUP_CONNS = 50  # opened and closed before the idle baseline
+MAX_LATENCY_SAMPLES = 1_000_000  # per Python rr client run; more than it can do in a window
+DEFAULT_RESULTS = REPO_ROOT / "benchmarks" / "results"
 
-# Node's counterpart of the Python servers below: echo, or greet with b"x" and wait for EOF.
+# Node's counterpart of the Python servers below: echo (a stream pipe, or a write per 'data'
+# event for the Protocol app), or greet with b"x" and wait for EOF.
 NODE_SERVER_JS = r"""
 const tls = require('tls');
 const fs = require('fs');
@@ -64,7 +80,9 @@ const [keyPath, certPath, workload, lifetime] = process.argv.slice(2);
 const opts = {key: fs.readFileSync(keyPath), cert: fs.readFileSync(certPath), noDelay: true};
 const server = tls.createServer(opts, (sock) => {
   sock.on('error', () => {});
-  if (workload === 'echo') { sock.pipe(sock); } else { sock.write('x'); sock.resume(); }
+  if (workload === 'echo' || workload === 'rr-streams') { sock.pipe(sock); }
+  else if (workload === 'rr-protocol') { sock.on('data', (d) => sock.write(d)); }
+  else { sock.write('x'); sock.resume(); }
 });
 server.on('tlsClientError', () => {});
 server.listen(0, '127.0.0.1', () => console.log(`READY ${server.address().port} node`));
@@ -85,12 +103,21 @@ class Settings:
     hs_warmup: float
     hs_workers: int
     idle_conns: int
+    idle_settle: float  # seconds the server gets to settle before each RSS reading
+    rr_conns: int  # request/response: connections, each with one request in flight
+    rr_bytes: int  # size of a request and of its echo
+    rr_seconds: float
+    rr_warmup: float
 
 
-QUICK = Settings(repeats=1, echo_mib=64, echo_warmup_mib=8, hs_seconds=1.0, hs_warmup=0.3,
-                 hs_workers=8, idle_conns=1000)
-FULL = Settings(repeats=5, echo_mib=512, echo_warmup_mib=32, hs_seconds=3.0, hs_warmup=1.0,
-                hs_workers=8, idle_conns=1000)
+# QUICK is a smoke run of the whole table (7 impls x 8 workloads) in under a minute.
+QUICK = Settings(repeats=1, echo_mib=128, echo_warmup_mib=8, hs_seconds=0.4, hs_warmup=0.1,
+                 hs_workers=8, idle_conns=1000, idle_settle=0.2, rr_conns=50, rr_bytes=1024,
+                 rr_seconds=0.4, rr_warmup=0.1)
+# FULL takes about 10 minutes on a quiet machine: medians of 3, as the issue's table.
+FULL = Settings(repeats=3, echo_mib=512, echo_warmup_mib=32, hs_seconds=2.0, hs_warmup=0.5,
+                hs_workers=8, idle_conns=1000, idle_settle=0.5, rr_conns=50, rr_bytes=1024,
+                rr_seconds=2.0, rr_warmup=0.5)
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,20 @@ METRICS = (
     Metric("echo", "mib_per_s", "bulk echo: MiB/s (wall)", "higher"),
     Metric("echo", "server_busy", "bulk echo: server core busy", "", "{:.0%}"),
     Metric("echo", "server_sys_share", "bulk echo: server CPU in kernel", "", "{:.0%}"),
+    *(metric
+      for workload, app in (("rr-streams", "streams app"), ("rr-protocol", "Protocol app"))
+      for metric in (
+          Metric(workload, "msg_per_cpu_s", f"50 conns x 1 KiB req/resp, {app}: messages "
+                 "per server CPU-second", "higher"),
+          Metric(workload, "cpu_us_per_msg", f"req/resp, {app}: server CPU µs per message",
+                 "lower", "{:,.1f}"),
+          Metric(workload, "msg_per_s", f"req/resp, {app}: messages/s (wall)", "higher"),
+          Metric(workload, "p50_us", f"req/resp, {app}: p50 latency, µs", "lower"),
+          Metric(workload, "p99_us", f"req/resp, {app}: p99 latency, µs", "lower"),
+          Metric(workload, "server_busy", f"req/resp, {app}: server core busy", "", "{:.0%}"),
+          Metric(workload, "server_sys_share", f"req/resp, {app}: server CPU in kernel", "",
+                 "{:.0%}"),
+      )),
     Metric("hs", "op_per_cpu_s", "full handshakes per server CPU-second", "higher"),
     Metric("hs", "cpu_us_per_op", "full handshake: server CPU µs", "lower"),
     Metric("hs", "op_per_s", "full handshakes/s (wall)", "higher"),
@@ -121,6 +162,21 @@ METRICS = (
     Metric("hs-resumed", "server_busy", "resumed handshakes: server core busy", "", "{:.0%}"),
     Metric("hs-resumed", "resumed_fraction", "resumed handshakes: session_reused", "",
            "{:.0%}"),
+    Metric("hs-rsa", "op_per_cpu_s", "full handshakes, RSA-2048, per server CPU-second",
+           "higher"),
+    Metric("hs-rsa", "cpu_us_per_op", "full handshake, RSA-2048: server CPU µs", "lower"),
+    Metric("hs-rsa", "op_per_s", "full handshakes, RSA-2048/s (wall)", "higher"),
+    Metric("hs-rsa", "server_busy", "full handshakes, RSA-2048: server core busy", "",
+           "{:.0%}"),
+    Metric("hs-resumed-rsa", "op_per_cpu_s", "resumed handshakes, RSA-2048, per server "
+           "CPU-second", "higher"),
+    Metric("hs-resumed-rsa", "cpu_us_per_op", "resumed handshake, RSA-2048: server CPU µs",
+           "lower"),
+    Metric("hs-resumed-rsa", "op_per_s", "resumed handshakes, RSA-2048/s (wall)", "higher"),
+    Metric("hs-resumed-rsa", "server_busy", "resumed handshakes, RSA-2048: server core busy",
+           "", "{:.0%}"),
+    Metric("hs-resumed-rsa", "resumed_fraction", "resumed handshakes, RSA-2048: "
+           "session_reused", "", "{:.0%}"),
     Metric("idle", "kib_per_conn", "idle memory per connection, KiB (server RSS)", "lower",
            "{:,.1f}"),
 )
@@ -169,10 +225,11 @@ def pin_and_raise_fd_limit(core: int | None) -> None:
 
 
 def make_certs(directory: Path) -> None:
-    """Write ca.pem, key.pem and chain.pem: an ECDSA P-256 leaf for localhost from a P-256 CA."""
+    """Write ca.pem (a P-256 CA) and two leaves for localhost from it: key.pem and chain.pem
+    (ECDSA P-256), rsa-key.pem and rsa-chain.pem (RSA-2048)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = datetime.datetime.now(datetime.UTC)
@@ -193,28 +250,36 @@ def make_certs(directory: Path) -> None:
             encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address(HOST))]),
-            critical=False)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
     pem = serialization.Encoding.PEM
     (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (directory / "chain.pem").write_bytes(leaf.public_bytes(pem))
-    (directory / "key.pem").write_bytes(key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    for prefix, key in (("", ec.generate_private_key(ec.SECP256R1())),
+                        ("rsa-", rsa.generate_private_key(65537, 2048))):
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, SERVER_NAME)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName(SERVER_NAME), x509.IPAddress(ipaddress.ip_address(HOST))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        (directory / f"{prefix}chain.pem").write_bytes(leaf.public_bytes(pem))
+        (directory / f"{prefix}key.pem").write_bytes(key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     (directory / "node_server.js").write_text(NODE_SERVER_JS)
+
+
+def server_cert(certdir: Path, workload: str) -> tuple[Path, Path]:
+    """(key, chain) files the server of `workload` runs on."""
+    prefix = "rsa-" if workload.endswith(RSA) else ""
+    return certdir / f"{prefix}key.pem", certdir / f"{prefix}chain.pem"
 
 
 # ---------------------------------------------------------------------------- server role
@@ -239,8 +304,51 @@ async def greet_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.close()
 
 
+class EchoProtocol(asyncio.Protocol):
+    """The Protocol app: every received chunk goes straight back (data_received -> write)."""
+
+    transport: asyncio.WriteTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.WriteTransport, transport)  # uvloop's subclasses neither
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def start_app_server(impl: str, workload: str, certdir: Path) -> Any:
+    """Listen on HOST (port 0) with `workload`'s server app over `impl`'s TLS stack.
+
+    rr-protocol gets EchoProtocol; echo and rr-streams the streams echo_handler; the
+    handshake and idle workloads greet_handler.
+    """
+    handler = echo_handler if workload in ("echo", "rr-streams") else greet_handler
+    key, chain = server_cert(certdir, workload)
+    if impl.startswith("aiotls"):
+        aiotls: Any = importlib.import_module("aiotls")
+        ctx = aiotls.create_secure_context(key=key.read_text(), cert=chain.read_text())
+        if workload == "rr-protocol":
+            return await aiotls.create_server(EchoProtocol, HOST, 0, context=ctx)
+        return await aiotls.start_server(handler, HOST, 0, context=ctx)
+    sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sslctx.load_cert_chain(chain, key)
+    if workload == "rr-protocol":
+        return await asyncio.get_running_loop().create_server(EchoProtocol, HOST, 0, ssl=sslctx)
+    return await asyncio.start_server(handler, HOST, 0, ssl=sslctx)
+
+
+def data_path(impl: str) -> str | None:
+    """Which aiotls data path this process ran: "compiled" once aiotls._speedups is loaded."""
+    if not impl.startswith("aiotls"):
+        return None
+    return "compiled" if "aiotls._speedups" in sys.modules else "python"
+
+
 async def serve(impl: str, workload: str, certdir: Path) -> None:
-    """Run one server until stdin reaches EOF; print "READY <port>" once listening."""
+    """Run one server until stdin reaches EOF; print "READY <port>" once listening.
+
+    On the way out it prints "DATAPATH <compiled|python>" for the aiotls impls.
+    """
     loop = asyncio.get_running_loop()
     errors = 0
 
@@ -249,16 +357,7 @@ async def serve(impl: str, workload: str, certdir: Path) -> None:
         errors += 1
 
     loop.set_exception_handler(quiet)
-    handler = echo_handler if workload == "echo" else greet_handler
-    key, chain = certdir / "key.pem", certdir / "chain.pem"
-    if impl.startswith("aiotls"):
-        aiotls: Any = importlib.import_module("aiotls")
-        ctx = aiotls.create_secure_context(key=key.read_text(), cert=chain.read_text())
-        server = await aiotls.start_server(handler, HOST, 0, context=ctx)
-    else:
-        sslctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        sslctx.load_cert_chain(chain, key)
-        server = await asyncio.start_server(handler, HOST, 0, ssl=sslctx)
+    server = await start_app_server(impl, workload, certdir)
     stop = loop.create_future()
 
     def on_stdin() -> None:
@@ -276,6 +375,8 @@ async def serve(impl: str, workload: str, certdir: Path) -> None:
         server.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 2.0)
+        if path := data_path(impl):
+            print(f"DATAPATH {path}", flush=True)
         print(f"server exiting; {errors} loop exception(s) swallowed", file=sys.stderr)
 
 
@@ -383,6 +484,55 @@ async def echo_client(port: int, pid: int, ctx: ssl.SSLContext, s: Settings) -> 
             "client": "Python ssl, uvloop"}
 
 
+def percentiles_us(latencies: list[float]) -> dict[str, float]:
+    """p50, p99 and max of request latencies (seconds), in µs, as loadclient.c reports them."""
+    ordered = sorted(latencies) or [0.0]
+    return {"p50_us": ordered[len(ordered) // 2] * 1e6,
+            "p99_us": ordered[int(len(ordered) * 0.99)] * 1e6, "max_us": ordered[-1] * 1e6}
+
+
+async def rr_client(port: int, pid: int, ctx: ssl.SSLContext, s: Settings) -> dict[str, Any]:
+    """rr_conns connections; each sends rr_bytes, awaits the whole echo, and sends again."""
+    request = os.urandom(s.rr_bytes)
+    conns = [await asyncio.open_connection(HOST, port, ssl=ctx, server_hostname=SERVER_NAME)
+             for _ in range(s.rr_conns)]
+    done = 0
+    latencies: list[float] = []
+    measuring = False
+
+    async def requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal done
+        while True:
+            sent_at = time.perf_counter()
+            writer.write(request)
+            await reader.readexactly(len(request))
+            done += 1
+            if measuring and len(latencies) < MAX_LATENCY_SAMPLES:
+                latencies.append(time.perf_counter() - sent_at)
+
+    tasks = [asyncio.create_task(requests(*conn)) for conn in conns]
+    try:
+        # a task only ends by failing: FIRST_EXCEPTION cuts a window short and reports it
+        await asyncio.wait(tasks, timeout=s.rr_warmup, return_when=asyncio.FIRST_EXCEPTION)
+        window = Window(pid, os.getpid())
+        done0, measuring = done, True
+        window.start()
+        await asyncio.wait(tasks, timeout=s.rr_seconds, return_when=asyncio.FIRST_EXCEPTION)
+        window.stop()
+        count = done - done0
+        if failed := [t.exception() for t in tasks if t.done()]:
+            raise RuntimeError(f"a request/response connection failed: {failed[0]!r}")
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for _, writer in conns:
+            writer.close()
+    cipher = conns[0][1].get_extra_info("cipher")
+    return {**window.rates(count, "msg"), **percentiles_us(latencies),
+            "cipher": cipher[0] if cipher else None, "client": "Python ssl, uvloop"}
+
+
 def tls_connect(port: int, ctx: ssl.SSLContext, session: ssl.SSLSession | None) -> ssl.SSLSocket:
     """Connect, handshake and read the server's b"x"; the caller closes the socket."""
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -482,6 +632,11 @@ def handshake_client(port: int, pid: int, ctx: ssl.SSLContext, s: Settings,
 C_CLIENT = "loadclient.c (GnuTLS)"
 
 
+def gnutls_cipher(description: str) -> str:
+    """GnuTLS's "(TLS1.3)-(ECDHE-X25519)-..." session description, space-separated."""
+    return " ".join(description.strip("()").split(")-("))
+
+
 def c_client_window(cmd: list[str], pid: int,
                     timeout: float) -> tuple[Window, list[int], dict[str, Any]]:
     """Run loadclient.c; time the server between its WINDOW line and its JSON totals.
@@ -493,9 +648,11 @@ def c_client_window(cmd: list[str], pid: int,
     watchdog.start()
     try:
         assert proc.stdout is not None
-        marker = proc.stdout.readline().split()  # "WINDOW <count> <resumed>"
+        first = proc.stdout.readline()
+        marker = first.split()  # "WINDOW <count> <resumed>"
         if not marker or marker[0] != "WINDOW":
-            raise RuntimeError(f"loadclient failed before its window: {proc.stdout.read()!r}")
+            raise RuntimeError(f"loadclient failed before its window: "
+                               f"{first + proc.stdout.read()!r}")
         window = Window(pid, proc.pid)
         window.start()
         totals = proc.stdout.readline()
@@ -509,7 +666,7 @@ def c_client_window(cmd: list[str], pid: int,
         if proc.poll() is None:
             proc.kill()
             proc.wait(IO_TIMEOUT)
-    result["cipher"] = " ".join(result["cipher"].strip("()").split(")-("))  # GnuTLS's form
+    result["cipher"] = gnutls_cipher(result["cipher"])
     if result["first_error"] and result["failures"]:
         result["first_error"] = [result["first_error"]]
     return window, [int(n) for n in marker[1:]], result
@@ -542,6 +699,19 @@ def echo_client_c(binary: Path, port: int, pid: int, certdir: Path,
     return {**window.rates(mib, "mib"), "cipher": result["cipher"], "client": C_CLIENT}
 
 
+def rr_client_c(binary: Path, port: int, pid: int, certdir: Path,
+                s: Settings) -> dict[str, Any]:
+    """Request/response with loadclient.c."""
+    cmd = [str(binary), "rr", str(port), str(certdir / "ca.pem"), str(s.rr_conns),
+           str(s.rr_bytes), str(s.rr_warmup), str(s.rr_seconds)]
+    window, (msgs0, _), result = c_client_window(cmd, pid, client_timeout("rr-streams", s))
+    if result["failures"]:
+        raise RuntimeError(f"request/response failed: {result['first_error']}")
+    return {**window.rates(result["count"] - msgs0, "msg"), "p50_us": result["p50_us"],
+            "p99_us": result["p99_us"], "max_us": result["max_us"],
+            "cipher": result["cipher"], "client": C_CLIENT}
+
+
 def idle_client(port: int, pid: int, ctx: ssl.SSLContext, s: Settings) -> dict[str, Any]:
     """Open idle_conns greeted connections and report the server's RSS growth per connection."""
     def open_many(n: int) -> list[ssl.SSLSocket]:
@@ -571,17 +741,31 @@ def idle_client(port: int, pid: int, ctx: ssl.SSLContext, s: Settings) -> dict[s
         for sock in socks:
             sock.close()
 
-    close_all(open_many(50))  # warm up allocator pools and caches before the baseline
-    time.sleep(0.5)
+    close_all(open_many(IDLE_WARMUP_CONNS))  # warm up allocator pools and caches first
+    time.sleep(s.idle_settle)
     before = rss_kib(pid)
     socks = open_many(s.idle_conns)
     try:
-        time.sleep(0.5)  # let the server settle (handlers parked in read)
+        time.sleep(s.idle_settle)  # let the server settle (handlers parked in read)
         after = rss_kib(pid)
     finally:
         close_all(socks)
+    return rss_growth(before, after, s)
+
+
+def rss_growth(before: int, after: int, s: Settings) -> dict[str, Any]:
+    """The idle result: the server's RSS growth (KiB) per idle connection."""
     return {"kib_per_conn": (after - before) / s.idle_conns, "rss_before_kib": before,
             "rss_after_kib": after, "conns": s.idle_conns}
+
+
+def run_fast(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run a Python load client on uvloop when it is installed (it keeps up better)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def client_main(workload: str, port: int, pid: int, certdir: Path, s: Settings,
@@ -591,17 +775,16 @@ def client_main(workload: str, port: int, pid: int, certdir: Path, s: Settings,
     if workload == "echo" and loadclient:
         result = echo_client_c(loadclient, port, pid, certdir, s)
     elif workload == "echo":
-        try:
-            import uvloop
-
-            result = uvloop.run(echo_client(port, pid, ctx, s))
-        except ImportError:
-            result = asyncio.run(echo_client(port, pid, ctx, s))
-    elif workload in ("hs", "hs-resumed") and loadclient:
+        result = run_fast(echo_client(port, pid, ctx, s))
+    elif workload in RR_WORKLOADS and loadclient:
+        result = rr_client_c(loadclient, port, pid, certdir, s)
+    elif workload in RR_WORKLOADS:
+        result = run_fast(rr_client(port, pid, ctx, s))
+    elif workload in HS_WORKLOADS and loadclient:
         result = handshake_client_c(loadclient, port, pid, certdir, s,
-                                    workload == "hs-resumed")
-    elif workload in ("hs", "hs-resumed"):
-        result = handshake_client(port, pid, ctx, s, resume=workload == "hs-resumed")
+                                    workload.startswith("hs-resumed"))
+    elif workload in HS_WORKLOADS:
+        result = handshake_client(port, pid, ctx, s, resume=workload.startswith("hs-resumed"))
     else:
         result = idle_client(port, pid, ctx, s)
     print(json.dumps(result))
@@ -616,6 +799,8 @@ def client_timeout(workload: str, s: Settings) -> float:
         return 60.0 + (s.echo_mib + s.echo_warmup_mib) / 5.0  # even at 5 MiB/s
     if workload == "idle":
         return 60.0 + s.idle_conns / 20.0
+    if workload in RR_WORKLOADS:
+        return 60.0 + s.rr_warmup + s.rr_seconds + s.rr_conns / 20.0
     return 60.0 + s.hs_warmup + s.hs_seconds
 
 
@@ -648,15 +833,19 @@ def run_cell(impl: str, workload: str, certdir: Path, s: Settings,
     """Start a fresh server, run one client against it, stop the server; return the result."""
     me = [sys.executable, str(Path(__file__).resolve())]
     if impl == "node":
-        cmd = ["node", str(certdir / "node_server.js"), str(certdir / "key.pem"),
-               str(certdir / "chain.pem"), workload, str(SERVER_LIFETIME)]
+        cmd = ["node", str(certdir / "node_server.js"), *map(str, server_cert(certdir, workload)),
+               workload, str(SERVER_LIFETIME)]
     else:
         cmd = [*me, "--role", "server", "--impl", impl, "--workload", workload,
                "--certdir", str(certdir)]
+    env = {k: v for k, v in os.environ.items() if k != "AIOTLS_NO_EXTENSIONS"}
+    if impl.endswith(FALLBACK):
+        env["AIOTLS_NO_EXTENSIONS"] = "1"
     log = certdir / f"{impl}-{workload}.log"
     with open(log, "ab") as logf:
         server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=logf, preexec_fn=preexec(cores[0]), cwd=REPO_ROOT)
+                                  stderr=logf, preexec_fn=preexec(cores[0]), cwd=REPO_ROOT,
+                                  env=env)
     try:
         assert server.stdout is not None
         ready, _, _ = select.select([server.stdout], [], [], READY_TIMEOUT)
@@ -677,6 +866,13 @@ def run_cell(impl: str, workload: str, certdir: Path, s: Settings,
         result: dict[str, Any] = {**json.loads(client.stdout), "server_loop": server_loop}
         if server.poll() is not None:
             raise RuntimeError(f"server exited with {server.returncode}")
+        assert server.stdin is not None
+        server.stdin.close()  # EOF: the server's cue to exit, naming its data path on the way
+        with contextlib.suppress(subprocess.TimeoutExpired):  # too slow: killed below
+            server.wait(10)
+            for line in server.stdout.read().decode().splitlines():
+                if line.startswith("DATAPATH "):
+                    result["data_path"] = line.split()[1]
         return result
     except Exception as exc:
         server_tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -770,21 +966,27 @@ def median_of(runs: Runs, impl: str, m: Metric) -> tuple[float, float] | None:
     return med, spread
 
 
-def ratios(runs: Runs, impls: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """TARGET against the best peer per metric; ratio > 1 means TARGET is better."""
+def versus_best_peer(runs: Runs, impls: Sequence[str], impl: str,
+                     m: Metric) -> dict[str, Any] | None:
+    """`impl` against the best peer on one metric; ratio > 1 means `impl` is better."""
+    target = median_of(runs, impl, m)
+    scored = [(v[0], p) for p in PEERS if p in impls and (v := median_of(runs, p, m))]
+    if not m.better or not target or not scored or not target[0]:
+        return None
+    best, peer = (max if m.better == "higher" else min)(scored)
+    ratio = target[0] / best if m.better == "higher" else best / target[0]
+    return {"label": m.label, "ratio": ratio, "best_peer": peer, "best_peer_value": best,
+            "target_value": target[0]}
+
+
+def ratios(runs: Runs, impls: Sequence[str], target: str = TARGET) -> dict[str, dict[str, Any]]:
+    """`target` against the best peer per metric; ratio > 1 means `target` is better."""
     out: dict[str, dict[str, Any]] = {}
-    peers = [p for p in PEERS if p in impls]
     for m in METRICS:
         if m.key.startswith("cpu_us_per_"):
             continue  # the reciprocal of the per-CPU-second row: same ratio
-        target = median_of(runs, TARGET, m)
-        scored = [(v[0], p) for p in peers if (v := median_of(runs, p, m))]
-        if not m.better or not target or not scored or not target[0]:
-            continue
-        best, peer = (max if m.better == "higher" else min)(scored)
-        ratio = target[0] / best if m.better == "higher" else best / target[0]
-        out[f"{m.workload}.{m.key}"] = {"label": m.label, "ratio": ratio, "best_peer": peer,
-                                       "best_peer_value": best, "target_value": target[0]}
+        if r := versus_best_peer(runs, impls, target, m):
+            out[f"{m.workload}.{m.key}"] = r
     return out
 
 
@@ -805,17 +1007,21 @@ def markdown(runs: Runs, impls: Sequence[str], workloads: Sequence[str],
                 spread = f" ±{v[1]:.0%}" if m.better and v[1] >= 0.005 else ""
                 cells.append(m.fmt.format(v[0]) + spread)
         lines.append(f"| {m.label}{arrows[m.better]} | " + " | ".join(cells) + " |")
-    for key, label in (("cipher", "negotiated (first of hs, hs-resumed, echo)"),
-                       ("server_loop", "server event loop")):
-        seen = [next((str(r[key]) for w in ("hs", "hs-resumed", "echo")
+    for key, label, order in (
+            ("cipher", "negotiated (first of hs, hs-resumed, echo, rr)",
+             ("hs", "hs-resumed", "echo", *RR_WORKLOADS)),
+            ("cipher", "negotiated with RSA-2048", ("hs-rsa", "hs-resumed-rsa")),
+            ("server_loop", "server event loop", WORKLOADS),
+            ("data_path", "aiotls data path (compiled: aiotls._speedups loaded)", WORKLOADS)):
+        seen = [next((str(r[key]) for w in order
                       for r in runs.get(impl, {}).get(w, []) if r.get(key)), "-")
                 for impl in impls]
-        lines.append(f"| {label} | " + " | ".join(seen) + " |")
-    out = "\n".join(lines)
-    if TARGET in impls:
-        rs = ratios(runs, impls)
-        if rs:
-            out += f"\n\n{TARGET} vs the best peer (> 1.00 means {TARGET} is better):\n\n"
+        if any(v != "-" for v in seen):
+            lines.append(f"| {label} | " + " | ".join(seen) + " |")
+    out = "\n".join(lines) + headline(runs, impls)
+    for target in (TARGET, TARGET + FALLBACK):
+        if target in impls and (rs := ratios(runs, impls, target)):
+            out += f"\n\n{target} vs the best peer (> 1.00 means {target} is better):\n\n"
             out += "\n".join(f"- {r['label']}: x{r['ratio']:.2f} (best peer {r['best_peer']})"
                              for r in rs.values())
     dropped = sum(len(w) - len(usable(w)) for i in impls for w in runs.get(i, {}).values())
@@ -825,6 +1031,28 @@ def markdown(runs: Runs, impls: Sequence[str], workloads: Sequence[str],
     for cell, msgs in errors.items():
         out += f"\n\nerrors in {cell}: " + "; ".join(msgs[:3])
     return out
+
+
+def headline(runs: Runs, impls: Sequence[str]) -> str:
+    """The issue's summary table: per workload, the aiotls impls against the best peer."""
+    targets = [t for t in (TARGET, TARGET + FALLBACK) if t in impls]
+    rows = []
+    for m in METRICS:
+        if (m.workload, m.key) not in CHART_ROWS:
+            continue
+        found = [versus_best_peer(runs, impls, t, m) for t in targets]
+        if not any(found):
+            continue
+        best = next(f for f in found if f)
+        rows.append(f"| {m.label} | " + " | ".join(
+            m.fmt.format(f["target_value"]) if f else "-" for f in found)
+            + f" | {m.fmt.format(best['best_peer_value'])} ({best['best_peer']}) | "
+            + " | ".join(f"x{f['ratio']:.2f}" if f else "-" for f in found) + " |")
+    if not rows:
+        return ""
+    return ("\n\n| workload | " + " | ".join(targets) + " | best peer | "
+            + " | ".join(f"{t} vs best peer" for t in targets) + " |\n|---|"
+            + "---:|" * (2 * len(targets) + 1) + "\n" + "\n".join(rows))
 
 
 def environment() -> dict[str, Any]:
@@ -839,6 +1067,75 @@ def environment() -> dict[str, Any]:
             if _has_module("uvloop") else None,
             "node": node_version, "kernel": platform.release(), "cpu": cpu,
             "date": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+# The headline row of each workload, and its name under the chart's bars.
+CHART_ROWS = {("echo", "mib_per_cpu_s"): "bulk echo",
+              ("rr-streams", "msg_per_cpu_s"): "1 KiB req/resp\nstreams app",
+              ("rr-protocol", "msg_per_cpu_s"): "1 KiB req/resp\nProtocol app",
+              ("hs", "op_per_cpu_s"): "full handshakes\nECDSA P-256",
+              ("hs-resumed", "op_per_cpu_s"): "resumed\nECDSA P-256",
+              ("hs-rsa", "op_per_cpu_s"): "full handshakes\nRSA-2048",
+              ("hs-resumed-rsa", "op_per_cpu_s"): "resumed\nRSA-2048",
+              ("idle", "kib_per_conn"): "idle memory\nper connection"}
+
+
+def chart(runs: Runs, impls: Sequence[str], title: str, path: Path) -> str | None:
+    """Save grouped bars of every impl against the best peer per workload as a PNG.
+
+    Returns None once saved, or why there is no chart (no matplotlib, nothing to compare).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install -e '.[bench]')"
+    rows = [(m, CHART_ROWS[(m.workload, m.key)]) for m in METRICS
+            if (m.workload, m.key) in CHART_ROWS
+            and any(versus_best_peer(runs, impls, i, m) for i in impls)]
+    if not rows:
+        return "no workload with both a peer and a result to compare"
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.9 * len(rows)), 5.0))
+    width = 0.85 / len(impls)
+    ordered = [i for i in impls if i in PEERS] + [i for i in impls if i not in PEERS]
+    for n, impl in enumerate(ordered):
+        xs = [x + (n - (len(impls) - 1) / 2) * width for x in range(len(rows))]
+        vs = [(r or {}).get("ratio", 0.0) for r in
+              (versus_best_peer(runs, impls, impl, m) for m, _ in rows)]
+        bars = ax.bar(xs, vs, width, label=impl)
+        ax.bar_label(bars, labels=[f"{v:.2f}" if v else "" for v in vs], fontsize=6,
+                     rotation=90, padding=2)
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1)
+    ax.axhline(1.2, color="green", linestyle=":", linewidth=1, label="1.2x the best peer")
+    ax.set_xticks(range(len(rows)), [label for _, label in rows], fontsize=8)
+    ax.set_ylabel("vs the best of " + ", ".join(p for p in PEERS if p in impls)
+                  + "  (> 1: better)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, ncols=2)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return None
+
+
+def save_results(directory: Path, report: str, runs: Runs, impls: Sequence[str],
+                 title: str) -> tuple[Path, str | None]:
+    """Write <timestamp>.md (the report) and <timestamp>.png (the chart) into `directory`.
+
+    Returns the markdown path and why there is no chart (None when there is one).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    png = directory / f"{stem}.png"
+    no_chart = chart(runs, impls, title, png)
+    md = directory / f"{stem}.md"
+    md.write_text(report + (f"\n\n![{title}]({png.name})\n" if no_chart is None
+                            else f"\n\n(no chart: {no_chart})\n"))
+    return md, no_chart
 
 
 def orchestrate(args: argparse.Namespace) -> int:
@@ -869,12 +1166,15 @@ def orchestrate(args: argparse.Namespace) -> int:
             return 2
         if why:
             print(f"note: C load client unavailable ({why}); using Python ssl", file=sys.stderr)
-        env["client"] = (f"{C_CLIENT} for echo and handshakes, Python ssl for idle"
-                         if loadclient else "Python ssl (uvloop for echo, threads otherwise)")
+        env["client"] = (f"{C_CLIENT} for echo, request/response and handshakes, Python ssl "
+                         "for idle" if loadclient
+                         else "Python ssl (uvloop for echo and request/response, threads "
+                         "otherwise)")
         for rep in range(1, s.repeats + 1):
             for workload in workloads:
                 for impl in impls:
-                    tag = f"[{rep}/{s.repeats}] {workload:10} {impl:14}"
+                    tag = f"[{rep}/{s.repeats}] {workload:14} {impl:22}"
+                    cell_started = time.monotonic()
                     try:
                         result = measure(impl, workload, certdir, s, cores, loadclient,
                                          retries, tag)
@@ -883,26 +1183,38 @@ def orchestrate(args: argparse.Namespace) -> int:
                         print(f"{tag} ERROR {exc}", file=sys.stderr)
                         continue
                     runs[impl][workload].append(result)
-                    print(f"{tag} {brief(result)}", file=sys.stderr)
+                    print(f"{tag} {brief(result)} [{time.monotonic() - cell_started:.1f} s]",
+                          file=sys.stderr)
         report = markdown(runs, impls, workloads, errors)
     elapsed = time.monotonic() - started
     loads = [r["other_load"] for i in runs.values() for w in i.values() for r in w
              if "other_load" in r]
-    print(f"\nTLS 1.3, ECDSA P-256; server pinned to core {cores[0]}, client to core "
-          f"{cores[1]}; client: {env['client']}; median of {s.repeats} "
-          f"(± half the min-max spread); {elapsed:.0f} s")
+    header = [f"command: `{args.command}`", "",
+              "; ".join(f"{k} {v}" for k, v in env.items() if k != "client"), "",
+              f"TLS 1.3, ECDSA P-256 (RSA-2048 where a row says so); server pinned to core "
+              f"{cores[0]}, client to core {cores[1]}; client: {env['client']}; median of "
+              f"{s.repeats} "
+              f"(± half the min-max spread); {elapsed:.0f} s"]
     if loads:
-        print(f"other load on those cores during the windows: median "
-              f"{statistics.median(loads):.2f}, max {max(loads):.2f} cores")
+        header.append(f"other load on those cores during the windows: median "
+                      f"{statistics.median(loads):.2f}, max {max(loads):.2f} cores")
+    report = "\n".join(header) + "\n\n" + report
     print()
     print(report)
+    if args.results != "-":
+        title = (f"TLS 1.3 servers per server CPU-second (idle: RSS per connection), "
+                 f"median of {s.repeats}; {env['date']}")
+        md, no_chart = save_results(Path(args.results), report, runs, impls, title)
+        print(f"\nwrote {md}" + (f" and {md.with_suffix('.png')}" if no_chart is None
+                                 else f" (no chart: {no_chart})"), file=sys.stderr)
     if args.json:
         medians = {i: {f"{m.workload}.{m.key}": v[0] for m in METRICS
                        if (v := median_of(runs, i, m))} for i in impls}
         Path(args.json).write_text(json.dumps(
             {"environment": env, "settings": asdict(s), "cores": cores, "impls": impls,
              "workloads": workloads, "medians": medians, "ratios": ratios(runs, impls),
-             "runs": runs, "errors": errors, "elapsed_s": elapsed}, indent=2))
+             "fallback_ratios": ratios(runs, impls, TARGET + FALLBACK), "runs": runs,
+             "errors": errors, "elapsed_s": elapsed, "command": args.command}, indent=2))
     return 1 if errors else 0
 
 
@@ -934,6 +1246,9 @@ def brief(result: dict[str, Any]) -> str:
     if "mib_per_s" in result:
         return (f"{result['mib_per_cpu_s']:,.0f} MiB/CPU-s, {result['mib_per_s']:,.0f} MiB/s; "
                 + load)
+    if "msg_per_s" in result:
+        return (f"{result['msg_per_cpu_s']:,.0f} msgs/CPU-s, {result['msg_per_s']:,.0f} msgs/s, "
+                f"p50 {result['p50_us']:,.0f} µs, p99 {result['p99_us']:,.0f} µs; " + load)
     return (f"{result['op_per_cpu_s']:,.0f} hs/CPU-s, {result['op_per_s']:,.0f} hs/s, "
             f"reused {result['resumed_fraction']:.0%}; " + load)
 
@@ -942,7 +1257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments; dispatch to the orchestrator, or to a server/client child role."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="short smoke run (< ~60 s)")
-    p.add_argument("--repeats", type=int, default=0, help="repeats per cell (default 5; quick 1)")
+    p.add_argument("--repeats", type=int, default=0, help="repeats per cell (default 3; quick 1)")
     p.add_argument("--only", default=",".join(WORKLOADS), help="workloads, comma-separated")
     p.add_argument("--impl", default=",".join(IMPLS), help="impls, comma-separated")
     p.add_argument("--hs-workers", type=int, default=0,
@@ -953,6 +1268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help=f"re-measure a cell whose window saw > {NOISY} cores of other load "
                    "(default 2; quick 0)")
     p.add_argument("--json", help="also write all results to this JSON file")
+    p.add_argument("--results", default=str(DEFAULT_RESULTS),
+                   help="directory for <timestamp>.md (the table) and <timestamp>.png (the "
+                   "chart); '-' writes neither (default: benchmarks/results)")
     p.add_argument("--role", choices=("server", "client"), help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--certdir", type=Path, help=argparse.SUPPRESS)
@@ -961,6 +1279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--settings", help=argparse.SUPPRESS)
     p.add_argument("--loadclient", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    args.command = shlex.join(["python", "benchmarks/bench.py",
+                               *(sys.argv[1:] if argv is None else argv)])
     if args.role == "server":
         server_main(args.impl, args.workload, args.certdir)
         return 0

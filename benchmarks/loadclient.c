@@ -4,6 +4,7 @@
  *   loadclient hs     PORT CAFILE CONCURRENCY WARMUP_S SECONDS   full handshakes
  *   loadclient resume PORT CAFILE CONCURRENCY WARMUP_S SECONDS   resumed handshakes
  *   loadclient echo   PORT CAFILE WARMUP_MIB MIB                 bulk echo, one connection
+ *   loadclient rr     PORT CAFILE CONNS BYTES WARMUP_S SECONDS   request/response
  *
  * Output, for bench.py to time the server around: the line "WINDOW <count> <resumed>" when
  * the warm-up is over, then one JSON line with the totals when the measured part is.
@@ -20,6 +21,11 @@
  * 1 MiB is in flight, a reader counts the echo (GnuTLS allows one sender and one receiver
  * thread per session). WARMUP_MIB first, then MIB measured.
  *
+ * Request/response (one thread, epoll): CONNS connections, each handshaken up front; each
+ * sends BYTES, waits for the BYTES of echo, and sends again at once. Every request's latency
+ * (send to last byte of its echo) within the measured window goes into a histogram of 1 us
+ * buckets; the totals add "p50_us", "p99_us" and "max_us".
+ *
  * GnuTLS rather than OpenSSL because OpenSSL 3.0 spends ~1.5 ms of client CPU per full
  * handshake (certificate decoding), which would leave the servers under-loaded; and C rather
  * than Python so that the client outpaces the server in bulk echo too.
@@ -29,6 +35,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gnutls/gnutls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -398,13 +405,174 @@ static int echo(long warmup_mib, long mib) {
     return ok ? 0 : 1;
 }
 
+/* ---- request/response ---- */
+
+#define HIST_US 200000 /* latency histogram: 1 us buckets up to 200 ms, the rest in the last */
+#define MAX_MSG 65536
+
+static unsigned hist[HIST_US];
+static double max_latency;
+
+struct rr_conn {
+    struct conn c; /* fd, tls, drained: the handshake code's transport callbacks use them */
+    double sent_at;
+    long got;      /* bytes of the current request's echo received so far */
+};
+
+static struct rr_conn rrs[MAX_SLOTS];
+static char request[MAX_MSG];
+
+static void clear_slots(void) { /* so that close_conn() skips the slots never opened */
+    for (int i = 0; i < MAX_SLOTS; i++) rrs[i].c.fd = -1;
+}
+
+static void record_latency(double seconds) {
+    long us = (long)(seconds * 1e6);
+    hist[us < HIST_US ? us : HIST_US - 1]++;
+    if (seconds > max_latency) max_latency = seconds;
+}
+
+static long percentile_us(long total, double q) {
+    if (total == 0) return 0;
+    long seen = 0, rank = (long)(q * (double)total);
+    for (long us = 0; us < HIST_US; us++)
+        if ((seen += hist[us]) > rank) return us;
+    return HIST_US - 1;
+}
+
+/* Send one request (on a non-blocking socket: waits for room, at most CONN_TIMEOUT s). */
+static int send_request(struct rr_conn *r, long bytes) {
+    r->sent_at = now();
+    r->got = 0;
+    for (;;) {
+        ssize_t w = gnutls_record_send(r->c.tls, request, (size_t)bytes);
+        if (w == bytes) return 0;
+        if (w != GNUTLS_E_AGAIN && w != GNUTLS_E_INTERRUPTED) {
+            note_error("send", w < 0 ? gnutls_strerror((int)w) : "short write");
+            return -1;
+        }
+        struct pollfd p = {.fd = r->c.fd, .events = POLLOUT};
+        if (poll(&p, 1, (int)(CONN_TIMEOUT * 1000)) <= 0) {
+            note_error("send", "no room in the socket");
+            return -1;
+        }
+    }
+}
+
+/* Connect and handshake (blocking), checking the server's chain. */
+static int rr_connect(struct rr_conn *r) {
+    struct conn *c = &r->c;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        note_error("connect", strerror(errno));
+        return -1;
+    }
+    gnutls_init(&c->tls, GNUTLS_CLIENT);
+    gnutls_priority_set(c->tls, prio);
+    gnutls_credentials_set(c->tls, GNUTLS_CRD_CERTIFICATE, cred);
+    gnutls_server_name_set(c->tls, GNUTLS_NAME_DNS, "localhost", 9);
+    gnutls_session_set_verify_cert(c->tls, "localhost", 0);
+    gnutls_transport_set_ptr(c->tls, c);
+    gnutls_transport_set_pull_function(c->tls, pull);
+    gnutls_transport_set_push_function(c->tls, push);
+    int h;
+    do h = gnutls_handshake(c->tls); while (h < 0 && !gnutls_error_is_fatal(h));
+    if (h < 0) {
+        note_error("handshake", gnutls_strerror(h));
+        return -1;
+    }
+    if (!cipher[0]) {
+        char *desc = gnutls_session_get_desc(c->tls);
+        snprintf(cipher, sizeof cipher, "%s", desc);
+        gnutls_free(desc);
+    }
+    return 0;
+}
+
+/* Read what the socket has; on each complete echo count it and send the next request. */
+static int rr_drive(struct rr_conn *r, long bytes, int in_window) {
+    static char buf[MAX_MSG];
+    for (;;) {
+        r->c.drained = 0;
+        ssize_t n = gnutls_record_recv(r->c.tls, buf, sizeof buf);
+        if (n > 0) {
+            if ((r->got += n) > bytes) { note_error("recv", "more than was sent"); return -1; }
+            if (r->got < bytes) continue;
+            ops++;
+            if (in_window) record_latency(now() - r->sent_at);
+            if (send_request(r, bytes) < 0) return -1;
+            continue;
+        }
+        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+            if (r->c.drained) return 0;
+            continue;
+        }
+        note_error("recv", n ? gnutls_strerror((int)n) : "EOF");
+        return -1;
+    }
+}
+
+static int request_response(int nconns, long bytes, double warmup, double seconds) {
+    if (nconns < 1 || nconns > MAX_SLOTS || bytes < 1 || bytes > MAX_MSG) {
+        fprintf(stderr, "bad connection count or message size\n");
+        return 2;
+    }
+    for (size_t i = 0; i < (size_t)bytes; i++) request[i] = (char)rand();
+    epfd = epoll_create1(0);
+    clear_slots();
+    int ok = 1;
+    for (int i = 0; i < nconns && ok; i++) {
+        ok = rr_connect(&rrs[i]) == 0;
+        ok = ok && fcntl(rrs[i].c.fd, F_SETFL, O_NONBLOCK) == 0; /* for the epoll loop */
+        struct epoll_event ev = {.events = EPOLLIN, .data.u64 = (uint64_t)i};
+        ok = ok && epoll_ctl(epfd, EPOLL_CTL_ADD, rrs[i].c.fd, &ev) == 0;
+    }
+    for (int i = 0; i < nconns && ok; i++) ok = send_request(&rrs[i], bytes) == 0;
+
+    double t_window = now() + warmup, t_end = t_window + seconds;
+    int in_window = 0;
+    struct epoll_event evs[MAX_SLOTS];
+    while (ok) {
+        double t = now();
+        if (!in_window && t >= t_window) {
+            printf("WINDOW %ld 0\n", ops);
+            fflush(stdout);
+            in_window = 1;
+        }
+        if (t >= t_end) break;
+        int n = epoll_wait(epfd, evs, MAX_SLOTS, 20);
+        for (int i = 0; i < n && ok; i++) ok = rr_drive(&rrs[evs[i].data.u64], bytes, in_window) == 0;
+        t = now();
+        for (int i = 0; i < nconns && ok; i++)
+            if (t - rrs[i].sent_at > CONN_TIMEOUT) {
+                note_error("timeout", "no echo");
+                ok = 0;
+            }
+    }
+    long measured = 0;
+    for (long us = 0; us < HIST_US; us++) measured += hist[us];
+    printf("{\"count\": %ld, \"reused\": 0, \"failures\": %ld, \"cipher\": \"%s\", "
+           "\"first_error\": \"%s\", \"p50_us\": %ld, \"p99_us\": %ld, \"max_us\": %.0f}\n",
+           ops, failures, cipher, first_error, percentile_us(measured, 0.50),
+           percentile_us(measured, 0.99), max_latency * 1e6);
+    fflush(stdout);
+    for (int i = 0; i < nconns; i++) close_conn(&rrs[i].c);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
-    int is_hs = !strcmp(mode, "hs") || !strcmp(mode, "resume");
-    if (!((is_hs && argc == 7) || (!strcmp(mode, "echo") && argc == 6))) {
+    int is_hs = !strcmp(mode, "hs") || !strcmp(mode, "resume"), is_rr = !strcmp(mode, "rr");
+    if (!((is_hs && argc == 7) || (!strcmp(mode, "echo") && argc == 6) || (is_rr && argc == 8))) {
         fprintf(stderr,
                 "usage: %s hs|resume PORT CAFILE CONCURRENCY WARMUP_S SECONDS\n"
-                "       %s echo PORT CAFILE WARMUP_MIB MIB\n", argv[0], argv[0]);
+                "       %s echo PORT CAFILE WARMUP_MIB MIB\n"
+                "       %s rr PORT CAFILE CONNS BYTES WARMUP_S SECONDS\n",
+                argv[0], argv[0], argv[0]);
         return 2;
     }
     port = atoi(argv[2]);
@@ -420,6 +588,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bad priority string\n");
         return 2;
     }
+    if (is_rr) return request_response(atoi(argv[4]), atol(argv[5]), atof(argv[6]), atof(argv[7]));
     if (!is_hs) return echo(atol(argv[4]), atol(argv[5]));
     resume = !strcmp(mode, "resume");
     return handshakes(atoi(argv[4]), atof(argv[5]), atof(argv[6]));

@@ -1,0 +1,93 @@
+"""The measurement tools of benchmarks/, run as the integrator runs them: subprocesses.
+
+Short runs only (a couple of cells, a few hundred messages): what is checked is that the
+request/response workload, the fallback column, the chart and the per-message profile
+produce their rows, not how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+TIMEOUT = 150
+
+
+def run(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a benchmarks/ script to completion with this interpreter."""
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          cwd=BENCHMARKS.parent, check=False)
+
+
+def gnutls_headers() -> bool:
+    """Whether loadclient.c can be built here (a C compiler and GnuTLS's headers)."""
+    return bool(shutil.which("cc") and shutil.which("pkg-config")) and subprocess.run(
+        ["pkg-config", "--exists", "gnutls"], check=False).returncode == 0
+
+
+@pytest.mark.timeout(TIMEOUT)
+@pytest.mark.parametrize("client", ["python", "c"])
+def test_request_response_rows_fallback_column_and_chart(client: str, tmp_path: Path) -> None:
+    if client == "c" and not gnutls_headers():
+        pytest.skip("no C compiler or libgnutls28-dev for loadclient.c")
+    out = tmp_path / "out.json"
+    proc = run("bench.py", "--quick", "--only", "rr-streams,rr-protocol", "--impl",
+               "uvloop+ssl,aiotls+uvloop,aiotls+uvloop-fallback", "--client", client,
+               "--results", str(tmp_path), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("\ncommand: `python benchmarks/bench.py --quick --only")
+
+    table = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+             for line in proc.stdout.splitlines() if line.startswith("| ")}
+    for app in ("streams app", "Protocol app"):
+        for row in (f"50 conns x 1 KiB req/resp, {app}: messages per server CPU-second (↑)",
+                    f"req/resp, {app}: p50 latency, µs (↓)",
+                    f"req/resp, {app}: p99 latency, µs (↓)"):
+            assert all(re.fullmatch(r"[\d,.]+( ±\d+%)?", cell.strip(" |")) for cell in table[row])
+    peer, aiotls, fallback = (c.strip(" |") for c in
+                              table["aiotls data path (compiled: aiotls._speedups loaded)"])
+    assert (peer, fallback) == ("-", "python")  # AIOTLS_NO_EXTENSIONS=1 keeps it out
+    assert aiotls in ("compiled", "python")
+    assert "aiotls+uvloop-fallback vs the best peer" in proc.stdout
+
+    results = json.loads(out.read_text())
+    for impl in ("uvloop+ssl", "aiotls+uvloop", "aiotls+uvloop-fallback"):
+        (cell,) = results["runs"][impl]["rr-protocol"]
+        assert cell["count"] > 0 and 0 < cell["p50_us"] <= cell["p99_us"] <= cell["max_us"]
+    (md,) = tmp_path.glob("*.md")
+    assert md.read_text().startswith("command: `python benchmarks/bench.py --quick")
+    assert md.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert f"]({md.stem}.png)" in md.read_text()
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_profile_counts_frames_and_cffi_calls_per_message(tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    proc = run("profile_msg.py", "--impl", "aiotls+uvloop-fallback,uvloop+ssl", "--app",
+               "protocol,streams", "--messages", "200", "--warmup", "20", "--top", "100",
+               "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| aiotls+uvloop-fallback | Protocol app | python |" in proc.stdout
+    results = {(r["impl"], r["app"]): r for r in json.loads(out.read_text())["results"]}
+    assert len(results) == 4
+
+    def per_msg(r: dict[str, object], function: str) -> float:
+        return next(t["per_msg"] for t in r["top"]  # type: ignore[attr-defined]
+                    if t["function"].endswith(function))
+
+    for impl in ("aiotls+uvloop-fallback", "uvloop+ssl"):
+        # the app's own callback runs exactly once per echoed message: counts are per message
+        assert per_msg(results[(impl, "protocol")], " EchoProtocol.data_received") == 1.0
+        assert per_msg(results[(impl, "streams")], " echo_handler") == 1.0
+    aiotls = results[("aiotls+uvloop-fallback", "protocol")]
+    assert aiotls["cffi_calls_per_msg"] >= 1  # the fallback reaches OpenSSL through cffi
+    assert per_msg(aiotls, "lib.SSL_write") == 1.0
+    assert results[("uvloop+ssl", "protocol")]["cffi_calls_per_msg"] == 0

@@ -33,6 +33,7 @@ from proxyprotocol.v2 import ProxyProtocolV2
 from util import eventually
 
 import aiotls
+from aiotls.proxy import Proxy, ProxyConfigError, load_config
 
 PROXY: dict[str, Any] = {
     "listen": f"{HOST}:0",
@@ -509,3 +510,55 @@ async def test_session_from_another_policy_is_refused(tmp_path, ca, certs, log_p
             records = await record_of(log_path, 2)
     assert records[1]["outcome"] == "forbidden" and "policy" in records[1]["error"]
     assert not guarded.connections
+
+
+async def test_unix_sockets_both_sides(tmp_path, ca, certs, log_path):
+    """The proxy listens on a unix socket and forwards to one; its PROXY header then
+    says UNSPEC (no IP addresses to tell), with the TLS facts."""
+    seen: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        start = await reader.readexactly(16)
+        rest = await reader.readexactly(int.from_bytes(start[14:16], "big"))
+        await seen.put((start[13], rest))
+        await echo(reader, writer)
+        writer.close()
+
+    backend_path = tmp_path / "b.sock"
+    up = await asyncio.start_unix_server(check, str(backend_path))
+    try:
+        route = {**certs["localhost"], "backend": f"unix:{backend_path}", "proxy_protocol": True}
+        path = config(tmp_path, log_path, [route], listen=f"unix:{tmp_path / 'p.sock'}")
+        async with running(path) as proxy:
+            assert proxy.address() == f"unix:{tmp_path / 'p.sock'}"
+            reader, writer = await aiotls.open_connection(
+                path=str(tmp_path / "p.sock"), ca=ca.cert_pem.bytes(), servername="localhost"
+            )
+            writer.write(b"over unix")
+            assert await reader.readexactly(9) == b"over unix"
+            await close(writer)
+            family, rest = await asyncio.wait_for(seen.get(), 5)
+            (record,) = await record_of(log_path)
+    finally:
+        up.close()
+    assert family == 0x00 and b"localhost" in rest and b"TLSv1.3" in rest
+    assert record["outcome"] == "ok" and record["peer"] is None
+
+
+async def test_ocsp_stapling_option_is_passed_through(tmp_path, ca, certs, log_path):
+    """ocsp_stapling = "auto" on a route asks the server for automatic stapling; an aiotls
+    without that option refuses the configuration by name."""
+    async with backend(greeter("hi")) as up:
+        route = {**certs["localhost"], "backend": up.address, "ocsp_stapling": "auto"}
+        proxy = Proxy(load_config(config(tmp_path, log_path, [route])))
+        try:
+            await proxy.start()
+        except ProxyConfigError as exc:
+            assert "ocsp_stapling" in str(exc)
+            pytest.skip("this aiotls has no ocsp_stapling server option yet")
+        try:
+            reader, writer = await connect(proxy_port(proxy), ca, request_ocsp=True)
+            assert await reader.readline() == b"hi\n"
+            await close(writer)
+        finally:
+            await proxy.drain()

@@ -5,6 +5,7 @@ proxy-protocol package."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,14 @@ def test_proxy_v2_unix_clients_and_no_certificate():
     assert isinstance(result, ProxyResultUnknown)  # UNSPEC: use the real endpoints
     header = encode_v2(("10.0.0.1", 1, 0), ("::1", 2, 0, 0), facts)  # mixed: UNSPEC too
     assert header[13] == 0x00
+
+
+def test_the_readme_sample_configuration_loads(tmp_path):
+    """The README's sample is a configuration the proxy accepts, as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## aiotls proxy", 1)[1].split("\n## ", 1)[0]
+    (sample,) = re.findall(r"```toml\n(.*?)```", section, re.S)
+    (tmp_path / "proxy.toml").write_text(sample)
+    config = load_config(tmp_path / "proxy.toml")
+    assert [r.name for r in config.routes] == ["api", "default"]
+    assert config.routes[0].client_auth.allow_uri == ("spiffe://example.com/web",)

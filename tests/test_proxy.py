@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -562,3 +563,19 @@ async def test_ocsp_stapling_option_is_passed_through(tmp_path, ca, certs, log_p
             await close(writer)
         finally:
             await proxy.drain()
+
+
+async def test_without_access_log_failures_are_logged(tmp_path, ca, certs, caplog):
+    """access_log = "off": a connection that did not end well still leaves a line."""
+    caplog.set_level(logging.INFO, logger="aiotls.proxy")
+    async with backend(greeter("hi")) as up:
+        route = {**certs["localhost"], "backend": up.address, "max_connections": 1}
+        path = write_config(tmp_path / "p.toml", {**PROXY, "access_log": "off"}, [route])
+        async with running(path) as proxy:
+            first = await connect(proxy_port(proxy), ca)
+            reader, writer = await connect(proxy_port(proxy), ca)
+            assert await read_all(reader) == b""
+            await close(writer)
+            await eventually(lambda: "limit" in caplog.text)
+            await close(first[1])
+    assert ": limit: route 'default' has 1 connections" in caplog.text

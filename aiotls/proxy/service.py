@@ -225,6 +225,8 @@ class Proxy:
         self.metrics.connections[(("route", route), ("outcome", outcome))] += 1
         if self._access_log is not None:
             self._access_log.write(record)
+        elif outcome != "ok":  # without an access log, what went wrong still leaves a line
+            log.info("%s: %s: %s", record["peer"] or "a client", outcome, record["error"])
 
     def render_metrics(self) -> str:
         handshaking = (self.server.get_connections() if self.server else 0) - len(self._pipes)

@@ -332,3 +332,54 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys, argv, message):
     )
     assert main(["proxy", *(a.format(dir=tmp_path) for a in argv)]) == 2
     assert message in capsys.readouterr().err
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of process ``pid`` in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_stalled_backend_does_not_grow_the_proxy_process(tmp_path, ca):
+    """As a process: a client pushing 64 MiB at a backend that reads nothing raises the
+    proxy's resident memory by far less than that, because it stops reading the client."""
+    gate = asyncio.Event()
+
+    async def stalled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.pause_reading()
+        await gate.wait()
+
+    chunk = os.urandom(1 << 20)
+    async with backend(stalled) as up:
+        route = {**write_identity(tmp_path, ca, "localhost"), "backend": up.address}
+        proxy = {**PROXY, "metrics": f"{HOST}:0", "access_log": "off"}
+        path = write_config(tmp_path / "proxy.toml", proxy, [route])
+        async with proxy_process(path) as (proc, port):
+            (metrics,) = await proc.wait_for_output(r"^metrics on (\S+)$")
+            reader, writer = await connect(port, ca)
+            before = _rss(proc.proc.pid)
+
+            async def push() -> None:
+                for _ in range(64):
+                    writer.write(chunk)
+                    await writer.drain()
+
+            sending = asyncio.ensure_future(push())
+            seen, still = -1.0, 0
+            async with asyncio.timeout(20):
+                while still < 20:  # bytes_in stopped moving: everything is full
+                    now = (await scrape(metrics)).get(
+                        'aiotls_proxy_bytes_total{direction="in",route="default"}', 0.0
+                    )
+                    still = still + 1 if now == seen and now > 0 else 0
+                    seen = now
+                    await asyncio.sleep(0.01)
+            grown = _rss(proc.proc.pid) - before
+            assert not sending.done() and seen < 24 << 20, seen
+            assert grown < 24 << 20, grown
+            gate.set()
+            sending.cancel()
+            writer.transport.abort()
+            await proc.terminate()

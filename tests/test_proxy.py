@@ -8,6 +8,8 @@ import asyncio
 import hashlib
 import logging
 import os
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -579,3 +581,30 @@ async def test_without_access_log_failures_are_logged(tmp_path, ca, certs, caplo
             await eventually(lambda: "limit" in caplog.text)
             await close(first[1])
     assert ": limit: route 'default' has 1 connections" in caplog.text
+
+
+async def test_client_dropping_tcp_after_the_backend_finished_is_ok(tmp_path, ca, certs, log_path):
+    """Like many HTTP clients: the backend answers and closes, the client reads to the
+    end and drops TCP without close_notify. Nothing was cut: outcome ok, both sides
+    closed (a stdlib ssl client, which closes without close_notify)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readline()
+        writer.write(b"bye\n")
+
+    def client(port: int) -> bytes:
+        context = ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
+        with socket.create_connection((HOST, port), timeout=10) as raw:
+            tls = context.wrap_socket(raw, server_hostname="localhost")
+            tls.sendall(b"hello\n")
+            data = b""
+            while chunk := tls.recv(100):
+                data += chunk
+            return data  # leaving the block closes TCP, without close_notify
+
+    async with backend(answer) as up:
+        path = config(tmp_path, log_path, [{**certs["localhost"], "backend": up.address}])
+        async with running(path) as proxy:
+            assert await asyncio.to_thread(client, proxy_port(proxy)) == b"bye\n"
+            (record,) = await record_of(log_path)
+    assert record["outcome"] == "ok", record

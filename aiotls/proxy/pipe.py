@@ -193,11 +193,12 @@ class Pipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client_lost = True
-        if exc is not None:
-            if getattr(exc, "code", None) == _RAGGED_EOF and self._backend_eofed:
-                pass  # the backend had finished: a client that then drops TCP lost nothing
-            else:
-                self._end("client_error", _describe(exc))
+        # A client that drops TCP without close_notify once the backend had finished
+        # lost nothing; before that, its stream may be cut short.
+        if exc is not None and not (
+            getattr(exc, "code", None) == _RAGGED_EOF and self._backend_eofed
+        ):
+            self._end("client_error", _describe(exc))
         elif self._backend is not None and not self._backend.is_closing():
             self._backend.close()  # after what the client sent went out
         if self._connecting is not None and not self._connecting.done():

@@ -13,6 +13,8 @@ work failed, 2 usage; see :mod:`aiotls._cli_common`).
     What ``openssl s_server -www`` is for (:mod:`aiotls._cli_serve`).
 ``aiotls cert ca|leaf|client|csr|p12``
     Local PKI files without openssl commands (:mod:`aiotls._cli_cert`).
+``aiotls proxy``
+    A TLS terminator: TLS in, plaintext to backends (:mod:`aiotls._cli_proxy`).
 
 Subcommands that run an event loop take ``--loop asyncio|uvloop`` (uvloop when
 installed).
@@ -26,7 +28,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from . import __version__, _cli_cert, _cli_connect, _cli_serve
+from . import __version__, _cli_cert, _cli_connect, _cli_proxy, _cli_serve
 from ._cli_common import EXIT_FAILURE, EXIT_OK, loop_parent, run_async
 from .demo import TLS_VERSIONS, format_table, run_demo
 
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up after this long (default: %(default)s)",
     )
     demo.set_defaults(run=_run_demo)
-    for command in (_cli_connect, _cli_serve, _cli_cert):
+    for command in (_cli_connect, _cli_serve, _cli_cert, _cli_proxy):
         command.register(commands, parents)
     return parser
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 from pathlib import Path
 
-from . import _extended
+from . import _openssl
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
 from .client import create_connection, open_connection
@@ -54,7 +54,7 @@ CLIENT_RENEG_WINDOW = 600
 
 def features() -> dict[str, bool]:
     """Which features that need extended OpenSSL access this build provides."""
-    return _extended.features()
+    return _openssl.features()
 
 
 __all__ = [

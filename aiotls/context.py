@@ -27,8 +27,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 from OpenSSL import SSL, crypto
 
-from . import _bindings as b
-from . import _der, _extended
+from . import _der
+from ._openssl import TICKET_KEYS_LENGTH
+from ._openssl import context as ossl
+from ._openssl import require as require_feature
 from .ciphers import DEFAULT_CIPHERS
 from .errors import TLSConfigError
 
@@ -397,10 +399,8 @@ class SecureContext:
     __slots__ = (
         "_alpn_list",
         "_ctx",
-        "_default_trust",
         "_options",
-        "_sessions_wired",
-        "_trust_loaded",
+        "_prepared",
         "ca_certs",
         "certificates",
         "reject_unauthorized",
@@ -410,9 +410,7 @@ class SecureContext:
     _ctx: SSL.Context
     _alpn_list: list[bytes]
     _options: dict[str, Any]
-    _default_trust: bool
-    _trust_loaded: bool
-    _sessions_wired: set[str]
+    _prepared: set[str]
     certificates: list[x509.Certificate]
     ca_certs: list[x509.Certificate]
     request_cert: bool
@@ -435,49 +433,44 @@ class SecureContext:
         """The ALPN protocols offered (client) or accepted in order (server)."""
         return [p.decode() for p in self._alpn_list]
 
-    def _load_default_trust(self) -> None:
-        """Load the system trust store on first client use (only if no ``ca`` was given).
+    def _prepare(
+        self,
+        *,
+        client_sessions: bool = False,
+        session_store: bool = False,
+        async_alpn: bool = False,
+        new_sessions: bool = False,
+    ) -> None:
+        """Check the extended features a front door's options need, and add the two
+        session cache modes that change how every connection on the context caches.
 
-        Done lazily because parsing the system bundle costs milliseconds and a
-        server context never needs it.
+        Called where options are configured (front doors, Server.set_secure_context),
+        never because a connection started; idempotent and thread-safe. A missing feature
+        raises TLSFeatureUnavailable naming the option. ``client_sessions``
+        (on_session): OpenSSL reports client sessions only with SSL_SESS_CACHE_CLIENT,
+        which also keeps them in the context's cache, so only contexts that ask pay.
+        ``session_store`` (on_resume_session): lookups go to the store, never the cache.
         """
-        if self._default_trust and not self._trust_loaded:
-            ctx = self._ctx
-            # pyOpenSSL refuses changes once a connection exists (a context first used
-            # by a server); adding trust anchors is safe in OpenSSL, so lift the guard.
-            used, ctx._used = ctx._used, False
-            try:
-                ctx.set_default_verify_paths()
-            finally:
-                ctx._used = used
-            object.__setattr__(self, "_trust_loaded", True)
+        if new_sessions:
+            require_feature("new_session_cb", "on_new_session")
+        if async_alpn:
+            require_feature("client_hello_cb", "alpn_protocols (a selector that may await)")
+        if client_sessions and "client" not in self._prepared:
+            ossl.enable_client_session_cache(self._ctx, "on_session")
+            self._prepared.add("client")
+        if session_store and "store" not in self._prepared:
+            ossl.use_session_store(self._ctx, "on_resume_session")
+            self._prepared.add("store")
 
-    def _wire_new_sessions(self, client: bool) -> None:
-        """Have OpenSSL report new sessions (on_new_session / on_session); only then, as
-        the callback costs a Python call per session, two per TLS 1.3 handshake."""
-        if "new" not in self._sessions_wired:
-            _extended.require("new_session_cb", "on_session / on_new_session")
-            _extended.set_new_session_cb(self._ctx._context, _new_session)
-            self._sessions_wired.add("new")
-        if client and "client" not in self._sessions_wired:
-            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_CLIENT)
-            self._sessions_wired.add("client")
+    def get_ticket_keys(self) -> bytes:
+        """The 80 bytes of session ticket keys servers on this context use."""
+        return ossl.get_ticket_keys(self._ctx, "get_ticket_keys")
 
-    def _wire_session_store(self) -> None:
-        """Route session lookups to the engine (on_resume_session), bypassing the cache."""
-        if "store" not in self._sessions_wired:
-            _extended.require("resume_session", "on_resume_session")
-            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
-            _extended.set_get_session_cb(self._ctx._context, _lookup_session)
-            self._sessions_wired.add("store")
-
-    def _wire_client_hello(self) -> None:
-        """Have servers on this context read each ClientHello through the engine (its SNI;
-        pauses for on_resume_session and async ALPN). Without extended OpenSSL access
-        this does nothing: servername is then OpenSSL's, and those pauses unavailable."""
-        if "hello" not in self._sessions_wired and _extended.features()["client_hello_cb"]:
-            _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
-            self._sessions_wired.add("hello")
+    def set_ticket_keys(self, keys: bytes) -> None:
+        """Rotate the context's ticket keys (80 bytes; a bad value leaves the old ones)."""
+        ossl.set_ticket_keys(
+            self._ctx, check_ticket_keys("set_ticket_keys", keys), "set_ticket_keys"
+        )
 
     def __repr__(self) -> str:
         subjects = [c.subject.rfc4514_string() for c in self.certificates]
@@ -499,11 +492,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
-    ctx = SSL.Context(SSL.TLS_METHOD)
-    # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
-    ctx.clear_mode(b.PARTIAL_WRITE_MODE)
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    ctx.set_options(SSL.OP_NO_COMPRESSION)
+    ctx = ossl.new_context()
     sc = object.__new__(SecureContext)
 
     _set_versions(ctx, options)
@@ -546,9 +535,10 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
             alpn_list.append(raw)
         if alpn_list:
             ctx.set_alpn_protos(alpn_list)
-    # Always: the engine answers (its list, a server's alpn callable, or no ALPN at all).
-    b.install_alpn_select(ctx)
-    b.install_status_callback(ctx)
+    if options.get("ca") is None:
+        # The system trust, now, so that the context never changes once built (with a
+        # hashed directory of CAs this costs ~0.1 ms: certificates load per lookup).
+        ossl.load_default_trust(ctx)
 
     request_cert = expect_bool("request_cert", options.get("request_cert", False))
     reject = expect_bool("reject_unauthorized", options.get("reject_unauthorized", True))
@@ -571,30 +561,13 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
         _ctx=ctx,
         _alpn_list=alpn_list,
         _options=dict(options),
-        _default_trust=options.get("ca") is None,
-        _trust_loaded=False,
-        _sessions_wired=set(),
+        _prepared=set(),
         certificates=certs,
         ca_certs=ca_certs,
         request_cert=request_cert,
         reject_unauthorized=reject,
     )
     return sc
-
-
-def _new_session(ssl: Any, session: Any) -> None:
-    if (engine := b.engine_of(ssl)) is not None:
-        engine._new_session(session)
-
-
-def _early_client_hello(ssl: Any) -> int:
-    engine = b.engine_of(ssl)
-    return 1 if engine is None else engine._on_early_client_hello()
-
-
-def _lookup_session(ssl: Any, session_id: bytes) -> bytes | None:
-    engine = b.engine_of(ssl)
-    return None if engine is None else engine._lookup_session(session_id)
 
 
 def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
@@ -633,7 +606,7 @@ def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
     if curve is not None:
         if not isinstance(curve, str):
             raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
-        if not curve or (curve != "auto" and not b.set_groups(ctx, curve)):
+        if not curve or (curve != "auto" and not ossl.set_groups(ctx, curve)):
             raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
     dhparam = options.get("dhparam")
     if dhparam is None:
@@ -654,7 +627,7 @@ def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
         )
     if bits < 2048:
         warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
-    problem = b.set_dh_params(ctx, pem)
+    problem = ossl.set_dh_params(ctx, pem)
     if problem is not None:
         raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
@@ -665,18 +638,21 @@ def _set_extended(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
     if npn is not None:
         if isinstance(npn, str | bytes) or not isinstance(npn, Sequence):
             raise TypeError("npn_protocols: expected a list of protocol names")
-        _extended.require("npn", "npn_protocols")
-        wire = [p.encode() if isinstance(p, str) else p for p in npn]
-        _extended.set_npn_advertised(ctx._context, wire)
-        _extended.set_npn_select(ctx._context, wire)
+        ossl.set_npn(ctx, [p.encode() if isinstance(p, str) else p for p in npn])
     keys = options.get("ticket_keys")
     if keys is not None:
-        if not isinstance(keys, bytes | bytearray):
-            raise TypeError("ticket_keys: expected 80 bytes")
-        if len(keys) != 80:
-            raise TLSConfigError(f"ticket_keys: expected 80 bytes, got {len(keys)}")
-        _extended.require("ticket_keys", "ticket_keys")
-        _extended.set_ticket_keys(ctx._context, bytes(keys))
+        ossl.set_ticket_keys(ctx, check_ticket_keys("ticket_keys", keys), "ticket_keys")
+
+
+def check_ticket_keys(option: str, keys: object) -> bytes:
+    """Ticket keys are 80 bytes, OpenSSL's layout (16-byte name, 32-byte HMAC key,
+    32-byte AES key): TypeError or TLSConfigError (a ValueError) naming ``option``."""
+    if not isinstance(keys, bytes | bytearray | memoryview):
+        raise TypeError(f"{option}: expected {TICKET_KEYS_LENGTH} bytes")
+    data = bytes(keys)
+    if len(data) != TICKET_KEYS_LENGTH:
+        raise TLSConfigError(f"{option}: expected {TICKET_KEYS_LENGTH} bytes, got {len(data)}")
+    return data
 
 
 def _openssl_option(setter: Any, option: str, value: object) -> None:
@@ -806,12 +782,7 @@ def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Ce
         except SSL.Error as exc:
             raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
         for intermediate in chain[1:]:
-            if _extended.features()["chain_per_cert"]:  # each key gets its own chain
-                _extended.add_chain_cert(
-                    ctx._context, crypto.X509.from_cryptography(intermediate)._x509
-                )
-            else:
-                ctx.add_extra_chain_cert(intermediate)
+            ossl.add_chain_cert(ctx, intermediate)
         certs += chain
     return certs
 

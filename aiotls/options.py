@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, Protocol, TypedDict
 
 from cryptography import x509
 
-from . import _extended
 from .context import (
     CONTEXT_OPTIONS,
     ContextOptions,
@@ -351,8 +350,6 @@ def split(
         if not server_side:
             raise TypeError("alpn_protocols: a callable is a server option; clients give a list")
         alpn_callback = ctx_kwargs.pop("alpn_protocols")
-        if inspect.iscoroutinefunction(alpn_callback):  # awaited at the ClientHello pause
-            _extended.require("client_hello_cb", "alpn_protocols")
     if context is None:
         context = create_secure_context(**ctx_kwargs)
     elif not isinstance(context, SecureContext):
@@ -401,4 +398,16 @@ def split(
         on_ocsp_response=_hook("on_ocsp_response", conn_kwargs.get("on_ocsp_response")),
         on_session=_hook("on_session", conn_kwargs.get("on_session")),
     )
+    prepare(context, opts)
     return context, opts
+
+
+def prepare(context: SecureContext, opts: ConnectionOptions) -> None:
+    """Have ``context`` ready for what ``opts`` ask (features checked, naming the option;
+    session cache modes added), here at the front door rather than per connection."""
+    context._prepare(
+        client_sessions=opts.on_session is not None,
+        session_store=opts.on_resume_session is not None,
+        async_alpn=inspect.iscoroutinefunction(opts.alpn_callback),
+        new_sessions=opts.on_new_session is not None,
+    )

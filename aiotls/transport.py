@@ -39,7 +39,7 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import _extended, certinfo
+from . import _openssl, certinfo
 from .context import SecureContext
 from .engine import TLSEngine, require_server_name
 from .errors import TLSError, TLSHandshakeTimeout
@@ -232,7 +232,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._connect_app = connect_app
         # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
         # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
-        alpn_pause = options.alpn_callback is not None and _extended.features()["client_hello_cb"]
+        alpn_pause = options.alpn_callback is not None and _openssl.features()["client_hello_cb"]
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,

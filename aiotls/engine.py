@@ -1,14 +1,33 @@
-"""TLSEngine: one TLS connection over pyOpenSSL memory BIOs, with no I/O of its own.
+"""TLSEngine: one TLS connection over memory BIOs, with no I/O of its own.
 
-Ciphertext from the network goes in with :meth:`TLSEngine.receive_data`; bytes for
-the network come out of :meth:`TLSEngine.data_to_send`; plaintext goes in with
+Design
+------
+Ciphertext from the network goes in with :meth:`TLSEngine.receive_data`; bytes for the
+network come out of :meth:`TLSEngine.data_to_send`; plaintext goes in with
 :meth:`TLSEngine.send` and comes out of :meth:`TLSEngine.read`. It is the modern form
 of Node's ``createSecurePair``, and what aiotls's asyncio transports are built on.
 
-The hot path calls OpenSSL directly through cryptography's cffi bindings on the
-pyOpenSSL ``Connection``'s own ``SSL*`` and BIOs: it reads while OpenSSL has bytes
-rather than looping until ``WantReadError`` (raising costs as much as reading), and
-decrypts a whole received chunk per call rather than a record per call.
+It holds Node's rules for accepting a peer (the chain, a server's identity, the DH
+size, renegotiation limits), so whoever drives it gets the same verdicts. OpenSSL sits
+below it in :mod:`aiotls._openssl`: an :class:`~aiotls._openssl.SSLConnection` owns the
+``SSL*`` and its two memory BIOs, and OpenSSL's callbacks reach the engine through the
+floor's ``ConnectionCallbacks`` methods (client_hello, select_certificate, verify,
+select_alpn, ocsp_status, new_session, lookup_session, keylog).
+
+States: handshaking (possibly paused, :attr:`pause_reason` a :class:`PauseReason`, until
+:meth:`resume`), established (:attr:`handshake_complete`), then closing one way or both
+(:attr:`close_notify_sent`, :attr:`close_notify_received`). Calls that advance the
+handshake report where it stands as a value (:class:`EngineStatus`); a refusal raises.
+
+Buffers: the engine keeps none of its own. Received ciphertext waits in OpenSSL's
+incoming BIO (at most 64 KiB before the handshake completes), outgoing ciphertext in
+its outgoing BIO until :meth:`data_to_send` / :meth:`take_output`, plaintext inside
+OpenSSL until :meth:`read`. :meth:`compact` gives back what a handshake left in them.
+
+Errors are :class:`~aiotls.TLSError` raised by the call that met them; a fatal alert
+OpenSSL produced is still queued for :meth:`data_to_send`, and plaintext decrypted
+before an error is returned first (the error waits for the next read). :meth:`close`
+queues close_notify; :meth:`release` forgets the connection once it ended.
 """
 
 from __future__ import annotations

@@ -25,12 +25,11 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict, TypeVar, Unp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from OpenSSL import SSL, crypto
 
 from . import _der
 from ._openssl import TICKET_KEYS_LENGTH
-from ._openssl import context as ossl
 from ._openssl import require as require_feature
+from ._openssl.context import TLS_VERSIONS, NativeContext, Refused, new_context
 from .ciphers import DEFAULT_CIPHERS
 from .errors import TLSConfigError
 
@@ -46,12 +45,7 @@ __all__ = [
     "create_secure_context",
 ]
 
-_VERSIONS = {
-    "TLSv1": SSL.TLS1_VERSION,
-    "TLSv1.1": SSL.TLS1_1_VERSION,
-    "TLSv1.2": SSL.TLS1_2_VERSION,
-    "TLSv1.3": SSL.TLS1_3_VERSION,
-}
+_VERSIONS = TLS_VERSIONS
 
 #: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
 Pem = str | bytes | os.PathLike[str]
@@ -284,9 +278,9 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
     for prefix, bounds in {
         "TLS": (None, None),
         "SSLv23": (None, None),
-        "TLSv1": (SSL.TLS1_VERSION, SSL.TLS1_VERSION),
-        "TLSv1_1": (SSL.TLS1_1_VERSION, SSL.TLS1_1_VERSION),
-        "TLSv1_2": (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION),
+        "TLSv1": (TLS_VERSIONS["TLSv1"], TLS_VERSIONS["TLSv1"]),
+        "TLSv1_1": (TLS_VERSIONS["TLSv1.1"], TLS_VERSIONS["TLSv1.1"]),
+        "TLSv1_2": (TLS_VERSIONS["TLSv1.2"], TLS_VERSIONS["TLSv1.2"]),
     }.items()
     for suffix in ("_method", "_server_method", "_client_method")
 }
@@ -407,7 +401,7 @@ class SecureContext:
         "request_cert",
     )
 
-    _ctx: SSL.Context
+    _ctx: NativeContext
     _alpn_list: list[bytes]
     _options: dict[str, Any]
     _prepared: set[str]
@@ -456,21 +450,19 @@ class SecureContext:
         if async_alpn:
             require_feature("client_hello_cb", "alpn_protocols (a selector that may await)")
         if client_sessions and "client" not in self._prepared:
-            ossl.enable_client_session_cache(self._ctx, "on_session")
+            self._ctx.enable_client_session_cache("on_session")
             self._prepared.add("client")
         if session_store and "store" not in self._prepared:
-            ossl.use_session_store(self._ctx, "on_resume_session")
+            self._ctx.use_session_store("on_resume_session")
             self._prepared.add("store")
 
     def get_ticket_keys(self) -> bytes:
         """The 80 bytes of session ticket keys servers on this context use."""
-        return ossl.get_ticket_keys(self._ctx, "get_ticket_keys")
+        return self._ctx.get_ticket_keys("get_ticket_keys")
 
     def set_ticket_keys(self, keys: bytes) -> None:
         """Rotate the context's ticket keys (80 bytes; a bad value leaves the old ones)."""
-        ossl.set_ticket_keys(
-            self._ctx, check_ticket_keys("set_ticket_keys", keys), "set_ticket_keys"
-        )
+        self._ctx.set_ticket_keys(check_ticket_keys("set_ticket_keys", keys), "set_ticket_keys")
 
     def __repr__(self) -> str:
         subjects = [c.subject.rfc4514_string() for c in self.certificates]
@@ -492,7 +484,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
-    ctx = ossl.new_context()
+    ctx = new_context()
     sc = object.__new__(SecureContext)
 
     _set_versions(ctx, options)
@@ -504,21 +496,21 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     default_ciphers = DEFAULT_CIPHERS if options.get("dhparam") else DEFAULT_CIPHERS + ":!kDHE"
     _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", default_ciphers))
     if options.get("ciphersuites") is not None:
-        _openssl_option(ctx.set_tls13_ciphersuites, "ciphersuites", options["ciphersuites"])
+        _openssl_option(ctx.set_ciphersuites, "ciphersuites", options["ciphersuites"])
     if expect_bool("honor_cipher_order", options.get("honor_cipher_order", True)):
-        ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+        ctx.prefer_server_ciphers()
     secure_options = options.get("secure_options")
     if secure_options is not None:
         if not isinstance(secure_options, int) or isinstance(secure_options, bool):
             raise TypeError("secure_options: expected an int bitmask of OpenSSL options")
-        ctx.set_options(secure_options)
+        ctx.add_options(secure_options)
     timeout = options.get("session_timeout")
     if timeout is not None:
         if not isinstance(timeout, int | float) or isinstance(timeout, bool):
             raise TypeError("session_timeout: expected seconds as a number")
         if timeout <= 0:
             raise ValueError("session_timeout: must be positive")
-        ctx.set_timeout(int(timeout))
+        ctx.set_session_timeout(int(timeout))
 
     _set_key_exchange(ctx, options)
     _set_extended(ctx, options)
@@ -534,11 +526,11 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
                 raise ValueError(f"alpn_protocols: invalid protocol name {proto!r}")
             alpn_list.append(raw)
         if alpn_list:
-            ctx.set_alpn_protos(alpn_list)
+            ctx.set_alpn(alpn_list)
     if options.get("ca") is None:
         # The system trust, now, so that the context never changes once built (with a
         # hashed directory of CAs this costs ~0.1 ms: certificates load per lookup).
-        ossl.load_default_trust(ctx)
+        ctx.load_default_trust()
 
     request_cert = expect_bool("request_cert", options.get("request_cert", False))
     reject = expect_bool("reject_unauthorized", options.get("reject_unauthorized", True))
@@ -555,7 +547,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
         if not isinstance(sid, bytes):
             raise TypeError("session_id_context: expected str or bytes")
         sid = hashlib.sha256(sid).digest() if len(sid) > 32 else sid
-    ctx.set_session_id(sid)
+    ctx.set_session_id_context(sid)
 
     sc._set(
         _ctx=ctx,
@@ -570,7 +562,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     return sc
 
 
-def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_versions(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """min_version / max_version, or Node's secure_protocol method name (not both)."""
     method = options.get("secure_protocol")
     if method is not None:
@@ -587,26 +579,24 @@ def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
                 code="ERR_TLS_INVALID_PROTOCOL_METHOD",
             )
         low, high = _METHODS[method]
-        ctx.set_min_proto_version(low or SSL.TLS1_VERSION)
-        if high is not None:
-            ctx.set_max_proto_version(high)
+        ctx.set_versions(low or TLS_VERSIONS["TLSv1"], high)
         return
     min_v = _version("min_version", options.get("min_version") or "TLSv1.2")
-    ctx.set_min_proto_version(min_v)
+    max_v = None
     if options.get("max_version") is not None:
         max_v = _version("max_version", options["max_version"])
         if max_v < min_v:
             raise TLSConfigError("max_version: lower than min_version")
-        ctx.set_max_proto_version(max_v)
+    ctx.set_versions(min_v, max_v)
 
 
-def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_key_exchange(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """ecdh_curve (a name, a colon list, or "auto") and dhparam (enables DHE suites)."""
     curve = options.get("ecdh_curve")
     if curve is not None:
         if not isinstance(curve, str):
             raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
-        if not curve or (curve != "auto" and not ossl.set_groups(ctx, curve)):
+        if not curve or (curve != "auto" and not ctx.set_groups(curve)):
             raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
     dhparam = options.get("dhparam")
     if dhparam is None:
@@ -627,21 +617,21 @@ def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
         )
     if bits < 2048:
         warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
-    problem = ossl.set_dh_params(ctx, pem)
+    problem = ctx.set_dh_params(pem)
     if problem is not None:
         raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
 
-def _set_extended(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_extended(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """npn_protocols and ticket_keys: they need the extended OpenSSL access."""
     npn = options.get("npn_protocols")
     if npn is not None:
         if isinstance(npn, str | bytes) or not isinstance(npn, Sequence):
             raise TypeError("npn_protocols: expected a list of protocol names")
-        ossl.set_npn(ctx, [p.encode() if isinstance(p, str) else p for p in npn])
+        ctx.set_npn([p.encode() if isinstance(p, str) else p for p in npn])
     keys = options.get("ticket_keys")
     if keys is not None:
-        ossl.set_ticket_keys(ctx, check_ticket_keys("ticket_keys", keys), "ticket_keys")
+        ctx.set_ticket_keys(check_ticket_keys("ticket_keys", keys), "ticket_keys")
 
 
 def check_ticket_keys(option: str, keys: object) -> bytes:
@@ -655,22 +645,14 @@ def check_ticket_keys(option: str, keys: object) -> bytes:
     return data
 
 
-def _openssl_option(setter: Any, option: str, value: object) -> None:
+def _openssl_option(setter: Callable[[str], None], option: str, value: object) -> None:
     """Apply a string option, turning OpenSSL's refusal into a TLSConfigError."""
     if not isinstance(value, str):
         raise TypeError(f"{option}: expected str, got {type(value).__name__}")
     try:
-        setter(value.encode())
-    except SSL.Error as exc:
-        raise TLSConfigError(f"{option}: {_reason(exc)} ({value!r})") from None
-
-
-def _reason(exc: SSL.Error) -> str:
-    """OpenSSL's reason text out of a pyOpenSSL error."""
-    try:
-        return str(exc.args[0][0][2])
-    except (IndexError, TypeError):
-        return str(exc)
+        setter(value)
+    except Refused as exc:
+        raise TLSConfigError(f"{option}: {exc} ({value!r})") from None
 
 
 def _passphrase(option: str, value: object) -> bytes | None:
@@ -758,7 +740,7 @@ def _pair(
     return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
 
 
-def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
+def _load_identity(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install pfx and key/cert; returns our certificates, leaves first."""
     passphrase = _passphrase("passphrase", options.get("passphrase"))
     pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
@@ -775,30 +757,22 @@ def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Ce
     pairs += _pair(keys, chains)
     certs: list[x509.Certificate] = []
     for key, chain in pairs:
-        ctx.use_certificate(chain[0])
         try:
-            ctx.use_privatekey(key)
-            ctx.check_privatekey()
-        except SSL.Error as exc:
-            raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
-        for intermediate in chain[1:]:
-            ossl.add_chain_cert(ctx, intermediate)
+            ctx.use_identity(chain, key)
+        except Refused as exc:
+            raise TLSConfigError(f"key: {exc} (the key does not match cert)") from None
         certs += chain
     return certs
 
 
-def _load_trust(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
+def _load_trust(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install ``ca`` (replacing the system trust) and ``crl``."""
     ca = options.get("ca")
     ca_certs = _certs("ca", ca) if ca is not None else []
-    store = ctx.get_cert_store()
-    assert store is not None  # SSL_CTX_new always makes one
-    for cert in ca_certs:
-        store.add_cert(crypto.X509.from_cryptography(cert))
-    for cert in ca_certs:  # the CA names a server sends when it asks for a client certificate
-        ctx.add_client_ca(cert)
+    ctx.add_trust(ca_certs)
     crl = options.get("crl")
     if crl is not None:
+        crls = []
         now = datetime.datetime.now(datetime.UTC)
         for pem in _pem_list("crl", crl):
             try:
@@ -808,6 +782,6 @@ def _load_trust(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certi
             next_update = loaded.next_update_utc
             if next_update is not None and next_update < now:
                 raise TLSConfigError(f"crl: CRL has expired (nextUpdate {next_update:%Y-%m-%d})")
-            store.add_crl(loaded)
-        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+            crls.append(loaded)
+        ctx.add_crls(crls)
     return ca_certs

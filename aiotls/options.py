@@ -32,7 +32,7 @@ from .context import (
 )
 
 if TYPE_CHECKING:
-    from .transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
+    from ._aio.transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import aiotls
+from aiotls._aio.transport import TLSTransport
 from aiotls.options import ConnectionOptions
-from aiotls.transport import TLSTransport
 
 
 class FakeSocket(asyncio.Transport):

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from .callbacks import ConnectionCallbacks
+    from .context import NativeContext
 
 __all__ = [
     "SCRATCH_SIZE",
@@ -72,8 +73,8 @@ class SSLConnection:
 
     __slots__ = ("_conn", "bio_in", "bio_out", "ssl")
 
-    def __init__(self, context: SSL.Context, owner: ConnectionCallbacks, *, server_side: bool):
-        conn = SSL.Connection(context, None)
+    def __init__(self, context: NativeContext, owner: ConnectionCallbacks, *, server_side: bool):
+        conn = SSL.Connection(context.native, None)
         conn.set_app_data(owner)
         self._conn = conn
         self.ssl, self.bio_in, self.bio_out = conn._ssl, conn._into_ssl, conn._from_ssl
@@ -122,9 +123,9 @@ class SSLConnection:
                 lib.SSL_SESSION_free(sess)
             error_queue()
 
-    def set_context(self, context: SSL.Context) -> None:
+    def set_context(self, context: NativeContext) -> None:
         """Switch a server connection to another context (SNI)."""
-        self._conn.set_context(context)
+        self._conn.set_context(context.native)
 
     # -- the data path ---------------------------------------------------------------
 

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Unpack
 
-from . import options as _options
-from .context import ContextOptions, SecureContext, create_secure_context, with_options
-from .errors import TLSConfigError
+from .. import options as _options
+from ..context import ContextOptions, SecureContext, create_secure_context, with_options
+from ..errors import TLSConfigError
 from .streams import StreamProtocol
 from .transport import TLSTransport
 

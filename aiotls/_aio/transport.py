@@ -60,11 +60,11 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import _openssl, certinfo
-from .context import SecureContext
-from .engine import PauseReason, TLSEngine, require_server_name
-from .errors import TLSError, TLSHandshakeTimeout
-from .options import ConnectionOptions
+from .. import _openssl, certinfo
+from ..context import SecureContext
+from ..engine import PauseReason, TLSEngine, require_server_name
+from ..errors import TLSError, TLSHandshakeTimeout
+from ..options import ConnectionOptions
 from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
 
 __all__ = ["TLSTransport", "call_hook"]
@@ -151,6 +151,12 @@ def _log_handshake_failure(exc: BaseException, peer: object) -> None:
         exc,
         exc_info=exc if server_fault else None,
     )
+
+
+#: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults);
+#: read and set as ``aiotls.CLIENT_RENEG_LIMIT`` / ``aiotls.CLIENT_RENEG_WINDOW``.
+CLIENT_RENEG_LIMIT = 3
+CLIENT_RENEG_WINDOW = 600
 
 
 class _State(enum.Enum):
@@ -546,14 +552,13 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         engine.ocsp_response = bytes(response) if response else None
 
     def _count_renegotiation(self) -> TLSError | None:
-        """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt."""
-        import aiotls  # the module globals may be changed at run time, as in Node
-
+        """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt
+        (set as ``aiotls.CLIENT_RENEG_LIMIT``, which forwards here, as in Node)."""
         now = time.monotonic()
-        window = aiotls.CLIENT_RENEG_WINDOW
+        window = CLIENT_RENEG_WINDOW
         recent = [t for t in self._renegotiations or () if now - t < window]
         self._renegotiations = [*recent, now]
-        if len(self._renegotiations) > aiotls.CLIENT_RENEG_LIMIT:
+        if len(self._renegotiations) > CLIENT_RENEG_LIMIT:
             return TLSError(
                 "TLS session renegotiation attack detected", code="ERR_TLS_SESSION_ATTACK"
             )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal, Unpack, overload
 
-from . import options as _options
-from .context import SecureContext, with_options
+from .. import options as _options
+from ..context import SecureContext, with_options
 from .transport import TLSTransport
 
 __all__ = ["start_tls"]

@@ -88,8 +88,8 @@ ClientErrorHook = Hook[[Exception, "TLSTransport"], object]
 #: on_keylog(line): one NSS key-log line (bytes, with its newline).
 KeylogHook = Hook[[bytes], object]
 #: check_server_identity(hostname, cert): None, or the error to refuse the server with
-#: (raising it works too). A plain function: it runs inside the handshake.
-CheckServerIdentity = Callable[[str, dict[str, Any]], BaseException | None]
+#: (raising it works too). Plain or async: an async one pauses the handshake until it answers.
+CheckServerIdentity = Hook[[str, dict[str, Any]], BaseException | None]
 #: on_ocsp_response(response): the stapled OCSP response, or None when none came.
 OCSPResponseHook = Hook[[bytes | None], object]
 #: on_session(session_data): a session (ticket) to resume with later as ``session=``.

@@ -434,21 +434,29 @@ class SecureContext:
         session_store: bool = False,
         async_alpn: bool = False,
         new_sessions: bool = False,
+        keylog: bool = False,
     ) -> None:
-        """Check the extended features a front door's options need, and add the two
-        session cache modes that change how every connection on the context caches.
+        """Check the extended features a front door's options need, and wire what costs
+        every connection on the context something, only for contexts that ask.
 
         Called where options are configured (front doors, Server.set_secure_context),
         never because a connection started; idempotent and thread-safe. A missing feature
-        raises TLSFeatureUnavailable naming the option. ``client_sessions``
-        (on_session): OpenSSL reports client sessions only with SSL_SESS_CACHE_CLIENT,
-        which also keeps them in the context's cache, so only contexts that ask pay.
-        ``session_store`` (on_resume_session): lookups go to the store, never the cache.
+        raises TLSFeatureUnavailable naming the option. ``keylog`` (on_keylog) and
+        ``new_sessions`` (on_new_session): OpenSSL formats key-log lines, and reports
+        sessions, for every handshake once a callback is set (a few Python calls per
+        handshake, ~2% of a server's handshake CPU). ``client_sessions`` (on_session):
+        OpenSSL reports client sessions only with SSL_SESS_CACHE_CLIENT, which also keeps
+        them in the context's cache. ``session_store`` (on_resume_session): lookups go to
+        the store, never the cache.
         """
-        if new_sessions:
-            require_feature("new_session_cb", "on_new_session")
         if async_alpn:
             require_feature("client_hello_cb", "alpn_protocols (a selector that may await)")
+        if keylog and "keylog" not in self._prepared:
+            self._ctx.enable_keylog()
+            self._prepared.add("keylog")
+        if new_sessions and "new" not in self._prepared:
+            self._ctx.report_sessions("on_new_session")
+            self._prepared.add("new")
         if client_sessions and "client" not in self._prepared:
             self._ctx.enable_client_session_cache("on_session")
             self._prepared.add("client")

@@ -328,6 +328,8 @@ class TLSEngine:
             client_sessions=on_session is not None,
             session_store=external_sessions,
             async_alpn=choose_alpn,
+            new_sessions=on_new_session is not None,
+            keylog=on_keylog is not None,
         )
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None

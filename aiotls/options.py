@@ -410,4 +410,5 @@ def prepare(context: SecureContext, opts: ConnectionOptions) -> None:
         session_store=opts.on_resume_session is not None,
         async_alpn=inspect.iscoroutinefunction(opts.alpn_callback),
         new_sessions=opts.on_new_session is not None,
+        keylog=opts.on_keylog is not None,
     )

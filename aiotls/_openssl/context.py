@@ -78,9 +78,10 @@ def cipher_names() -> list[str]:
 def new_context() -> NativeContext:
     """A TLS context for both sides: whole writes (one SSL_write per send), no idle
     34 KiB buffers per connection, no compression, the chain sent exactly as configured
-    (never completed from the trust store, which every context now loads), and aiotls's
-    C callbacks (each asks the connection's owner, which answers "nothing to do" when
-    it has no hook)."""
+    (never completed from the trust store, which every context now loads), and the C
+    callbacks every connection may need (ALPN, OCSP status, the ClientHello; each asks
+    the connection's owner). Key logging and session reports are wired on request
+    (:meth:`NativeContext.enable_keylog`, :meth:`NativeContext.report_sessions`)."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.clear_mode(lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
     ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
@@ -88,11 +89,8 @@ def new_context() -> NativeContext:
     ptr = ctx._context
     lib.SSL_CTX_set_alpn_select_cb(ptr, callbacks.alpn_select_callback, ffi.NULL)
     lib.SSL_CTX_set_tlsext_status_cb(ptr, callbacks.status_callback)
-    lib.SSL_CTX_set_keylog_callback(ptr, callbacks.keylog_callback)
     if extended.features()["client_hello_cb"]:
         extended.set_client_hello_cb(ptr, callbacks.client_hello_callback)
-    if extended.features()["new_session_cb"]:
-        extended.set_new_session_cb(ptr, callbacks.new_session_callback)
     return NativeContext(ctx)
 
 
@@ -249,9 +247,19 @@ class NativeContext:
             mode = lib.SSL_CTX_get_session_cache_mode(self.native._context)
             lib.SSL_CTX_set_session_cache_mode(self.native._context, mode | bits)
 
+    def enable_keylog(self) -> None:
+        """Hand every handshake's NSS key-log lines to the connection's owner."""
+        lib.SSL_CTX_set_keylog_callback(self.native._context, callbacks.keylog_callback)
+
+    def report_sessions(self, option: str) -> None:
+        """Hand every session OpenSSL makes to the connection's owner."""
+        extended.require("new_session_cb", option)
+        with _modes_lock:
+            extended.set_new_session_cb(self.native._context, callbacks.new_session_callback)
+
     def enable_client_session_cache(self, option: str) -> None:
         """Have OpenSSL report clients' sessions (only with SSL_SESS_CACHE_CLIENT)."""
-        extended.require("new_session_cb", option)
+        self.report_sessions(option)
         self._add_cache_mode(SSL.SESS_CACHE_CLIENT)
 
     def use_session_store(self, option: str) -> None:

@@ -324,13 +324,14 @@ class TLSEngine:
         self.on_session = on_session
         # The context carries the callbacks; these two cache modes are added once per
         # context by the front doors (here only for callers that drive engines directly).
-        context._prepare(
-            client_sessions=on_session is not None,
-            session_store=external_sessions,
-            async_alpn=choose_alpn,
-            new_sessions=on_new_session is not None,
-            keylog=on_keylog is not None,
-        )
+        if on_session or on_new_session or on_keylog or external_sessions or choose_alpn:
+            context._prepare(
+                client_sessions=on_session is not None,
+                session_store=external_sessions,
+                async_alpn=choose_alpn,
+                new_sessions=on_new_session is not None,
+                keylog=on_keylog is not None,
+            )
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None

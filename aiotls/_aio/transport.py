@@ -269,7 +269,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._connect_app = connect_app
         # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
         # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
-        alpn_pause = options.alpn_callback is not None and _openssl.features()["client_hello_cb"]
+        alpn_pause = options.alpn_callback is not None and _openssl.has("client_hello_cb")
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,

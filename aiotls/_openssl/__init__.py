@@ -17,7 +17,7 @@ from __future__ import annotations
 from .binding import data_path_pointers
 from .callbacks import ConnectionCallbacks, alpn_offsets
 from .connection import SSLConnection
-from .extended import TICKET_KEYS_LENGTH, features, require
+from .extended import TICKET_KEYS_LENGTH, features, has, require
 
 __all__ = [
     "TICKET_KEYS_LENGTH",
@@ -26,5 +26,6 @@ __all__ = [
     "alpn_offsets",
     "data_path_pointers",
     "features",
+    "has",
     "require",
 ]

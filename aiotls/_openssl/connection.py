@@ -297,7 +297,7 @@ class SSLConnection:
 
     def status_requested(self) -> bool:
         """Server: whether the client asked for a stapled OCSP response."""
-        if not extended.features()["max_send_fragment"]:  # no SSL_ctrl: assume it did
+        if not extended.has("max_send_fragment"):  # no SSL_ctrl: assume it did
             return True
         return extended.ssl_ctrl(self.ssl, _GET_TLSEXT_STATUS_REQ_TYPE, 0) == 1
 
@@ -337,13 +337,13 @@ class SSLConnection:
         if name is None:
             return None
         standard = None
-        if extended.features()["standard_cipher_name"]:
+        if extended.has("standard_cipher_name"):
             standard = extended.cipher_standard_name(self.ssl)
         return name, standard, self._conn.get_cipher_version() or "unknown"
 
     def peer_tmp_key(self) -> tuple[str, int] | None:
         """The peer's ephemeral key as (OpenSSL type name, bits), when OpenSSL can say."""
-        if not extended.features()["peer_tmp_key"]:
+        if not extended.has("peer_tmp_key"):
             return None
         return extended.peer_tmp_key_info(self.ssl)
 
@@ -354,7 +354,7 @@ class SSLConnection:
 
     def npn_protocol(self) -> bytes | None:
         """The NPN result, None if none (or NPN unavailable)."""
-        return extended.npn_negotiated(self.ssl) if extended.features()["npn"] else None
+        return extended.npn_negotiated(self.ssl) if extended.has("npn") else None
 
     def alpn_protocol(self) -> bytes | None:
         """The negotiated ALPN protocol."""

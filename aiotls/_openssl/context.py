@@ -89,7 +89,7 @@ def new_context() -> NativeContext:
     ptr = ctx._context
     lib.SSL_CTX_set_alpn_select_cb(ptr, callbacks.alpn_select_callback, ffi.NULL)
     lib.SSL_CTX_set_tlsext_status_cb(ptr, callbacks.status_callback)
-    if extended.features()["client_hello_cb"]:
+    if extended.has("client_hello_cb"):
         extended.set_client_hello_cb(ptr, callbacks.client_hello_callback)
     return NativeContext(ctx)
 
@@ -176,7 +176,7 @@ class NativeContext:
 
         _refusals(use_key)
         for cert in chain[1:]:
-            if extended.features()["chain_per_cert"]:
+            if extended.has("chain_per_cert"):
                 extended.add_chain_cert(ctx._context, crypto.X509.from_cryptography(cert)._x509)
             else:
                 ctx.add_extra_chain_cert(crypto.X509.from_cryptography(cert))

@@ -504,9 +504,30 @@ def _feature_problem(feature: str) -> str | None:
     return None
 
 
+_features_cache: tuple[_Resolver, dict[str, bool]] | None = None
+
+
+def _feature_map() -> dict[str, bool]:
+    """:func:`features`, computed once per resolver (getters ask on every handshake)."""
+    global _features_cache
+    resolver = _get_resolver()
+    cache = _features_cache
+    if cache is None or cache[0] is not resolver:
+        cache = _features_cache = (
+            resolver,
+            {feature: _feature_problem(feature) is None for feature in _FEATURES},
+        )
+    return cache[1]
+
+
 def features() -> dict[str, bool]:
     """Each extended feature mapped to whether every OpenSSL function it needs resolved."""
-    return {feature: _feature_problem(feature) is None for feature in _FEATURES}
+    return dict(_feature_map())
+
+
+def has(feature: str) -> bool:
+    """Whether ``feature`` is available (without building a dict)."""
+    return _feature_map()[feature]
 
 
 def require(feature: str, option: str) -> None:

@@ -1,7 +1,7 @@
 """Builds the optional compiled data path, aiotls._speedups; pyproject.toml says the rest.
 
 Without Cython or a working C compiler, or with AIOTLS_NO_EXTENSIONS=1, the package
-installs as pure Python and uses the fallback of the same behaviour (aiotls._datapath).
+installs as pure Python and uses the fallback of the same behaviour (aiotls._openssl.datapath).
 """
 
 import os

@@ -9,12 +9,19 @@ transports (:class:`TLSTransport`) -> front doors (:func:`start_server`,
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+import types
 from pathlib import Path
 
-from . import _extended
+from . import _openssl
+from ._aio import transport as _transport
+from ._aio.client import create_connection, open_connection
+from ._aio.server import Server, create_server, start_server
+from ._aio.starttls import start_tls
+from ._aio.tlssocket import TLSSocket
+from ._aio.transport import CLIENT_RENEG_LIMIT, CLIENT_RENEG_WINDOW, TLSTransport
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
-from .client import create_connection, open_connection
 from .context import DEFAULT_ECDH_CURVE, ContextOptions, SecureContext, create_secure_context
 from .engine import TLSEngine
 from .errors import (
@@ -25,10 +32,6 @@ from .errors import (
     TLSHandshakeTimeout,
 )
 from .options import ClientOptions, ServerOptions
-from .server import Server, create_server, start_server
-from .starttls import start_tls
-from .tlssocket import TLSSocket
-from .transport import TLSTransport
 
 
 def _version() -> str:
@@ -47,14 +50,38 @@ def _version() -> str:
 
 __version__ = _version()
 
-#: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults).
-CLIENT_RENEG_LIMIT = 3
-CLIENT_RENEG_WINDOW = 600
+
+class _Aiotls(types.ModuleType):
+    """The aiotls module, whose renegotiation limits (Node's tls.CLIENT_RENEG_LIMIT and
+    CLIENT_RENEG_WINDOW, changeable at run time) live in the transport that applies them:
+    reading or setting them here reads or sets them there, so the asyncio layer needs no
+    import back up to the package."""
+
+    @property
+    def CLIENT_RENEG_LIMIT(self) -> int:
+        """Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (3)."""
+        return _transport.CLIENT_RENEG_LIMIT
+
+    @CLIENT_RENEG_LIMIT.setter
+    def CLIENT_RENEG_LIMIT(self, value: int) -> None:
+        _transport.CLIENT_RENEG_LIMIT = value
+
+    @property
+    def CLIENT_RENEG_WINDOW(self) -> float:
+        """The window of CLIENT_RENEG_LIMIT, in seconds (600)."""
+        return _transport.CLIENT_RENEG_WINDOW
+
+    @CLIENT_RENEG_WINDOW.setter
+    def CLIENT_RENEG_WINDOW(self, value: float) -> None:
+        _transport.CLIENT_RENEG_WINDOW = value  # type: ignore[assignment]
+
+
+sys.modules[__name__].__class__ = _Aiotls
 
 
 def features() -> dict[str, bool]:
     """Which features that need extended OpenSSL access this build provides."""
-    return _extended.features()
+    return _openssl.features()
 
 
 __all__ = [

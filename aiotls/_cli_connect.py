@@ -26,6 +26,7 @@ from typing import Any
 from cryptography import x509
 
 from . import ocsp
+from ._aio.client import open_connection
 from ._cli_common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -41,7 +42,6 @@ from ._cli_common import (
     write_file,
 )
 from .certinfo import check_server_identity
-from .client import open_connection
 from .context import SecureContext, create_secure_context
 from .demo import format_rows
 from .errors import TLSError

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import pki
+from ._aio.server import start_server
 from ._cli_common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -34,7 +35,6 @@ from ._cli_common import (
 )
 from .context import SecureContext, create_secure_context
 from .errors import TLSError
-from .server import start_server
 
 __all__ = ["register"]
 

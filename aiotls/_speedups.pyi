@@ -1,10 +1,10 @@
 """Types of the compiled data path (aiotls/_speedups.pyx); the same interface as
-aiotls._datapath.DataPath, whose docstrings describe it."""
+aiotls._openssl.datapath.DataPath, whose docstrings describe it."""
 
 import asyncio
 from collections.abc import Sequence
 
-from ._datapath import Sink
+from ._openssl.datapath import Sink
 
 class DataPath:
     paused: bool

@@ -1,10 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The compiled per-record data path: ``aiotls._datapath.DataPath`` in C, call for call.
+"""The compiled per-record data path: ``aiotls._openssl.datapath.DataPath`` in C, call for call.
 
-It calls OpenSSL only through the addresses of ``aiotls._fnptrs.openssl_functions()``,
+It calls OpenSSL only through the addresses of ``aiotls._openssl.fnptrs.openssl_functions()``,
 cryptography's own entry points into the OpenSSL its wheel carries (the one pyOpenSSL's
 objects live in); it links no OpenSSL. The interface, the results and the rules callers
-keep are described in ``aiotls._datapath``; the constants and the thread's scratch buffer
+keep are described in ``aiotls._openssl.datapath``; the constants and the thread's scratch buffer
 come from there too. The GIL is held throughout: OpenSSL's calls here are short.
 """
 
@@ -15,9 +15,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.limits cimport INT_MAX
 from libc.stdint cimport uintptr_t
 
-from aiotls import _datapath
+from aiotls._openssl import datapath as _datapath
 
-# The C types of aiotls._fnptrs.FUNCTIONS, in its order (SSL* and BIO* are opaque here).
+# The C types of aiotls._openssl.fnptrs.FUNCTIONS, in its order (SSL* and BIO* are opaque here).
 ctypedef int (*io_fn)(void *, void *, int) noexcept nogil
 ctypedef int (*get_error_fn)(void *, int) noexcept nogil
 ctypedef void (*clear_error_fn)() noexcept nogil
@@ -41,7 +41,7 @@ cdef inline void *_address(object value):
 
 @cython.final
 cdef class DataPath:
-    """The data path of one established connection (see ``aiotls._datapath``)."""
+    """The data path of one established connection (see ``aiotls._openssl.datapath``)."""
 
     cdef void *_ssl
     cdef void *_in

@@ -44,11 +44,11 @@ from aiohttp.helpers import ceil_timeout
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
+from ._aio.server import Server, create_server
+from ._aio.starttls import start_tls
 from .context import CONTEXT_OPTIONS, SecureContext, create_secure_context
 from .errors import TLSCertificateError, TLSError, TLSHandshakeTimeout
 from .options import check_names, split
-from .server import Server, create_server
-from .starttls import start_tls
 
 __all__ = ["TLSConnector", "TLSSite", "run_app"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from OpenSSL import SSL
+from ._openssl.context import cipher_names
 
 __all__ = ["DEFAULT_CIPHERS", "get_ciphers", "standard_name"]
 
@@ -38,10 +38,7 @@ _ENC = {
 @cache
 def get_ciphers() -> list[str]:
     """Names of the ciphers this OpenSSL supports, lower case, as Node's tls.getCiphers()."""
-    ctx = SSL.Context(SSL.TLS_METHOD)
-    ctx.set_cipher_list(b"ALL:!COMPLEMENTOFDEFAULT:!eNULL:@STRENGTH")
-    names = SSL.Connection(ctx, None).get_cipher_list()
-    return sorted({name.lower() for name in names})
+    return sorted({name.lower() for name in cipher_names()})
 
 
 def standard_name(name: str) -> str:

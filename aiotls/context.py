@@ -25,10 +25,11 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict, TypeVar, Unp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from OpenSSL import SSL, crypto
 
-from . import _bindings as b
-from . import _der, _extended
+from . import _der
+from ._openssl import TICKET_KEYS_LENGTH
+from ._openssl import require as require_feature
+from ._openssl.context import TLS_VERSIONS, NativeContext, Refused, new_context
 from .ciphers import DEFAULT_CIPHERS
 from .errors import TLSConfigError
 
@@ -44,12 +45,7 @@ __all__ = [
     "create_secure_context",
 ]
 
-_VERSIONS = {
-    "TLSv1": SSL.TLS1_VERSION,
-    "TLSv1.1": SSL.TLS1_1_VERSION,
-    "TLSv1.2": SSL.TLS1_2_VERSION,
-    "TLSv1.3": SSL.TLS1_3_VERSION,
-}
+_VERSIONS = TLS_VERSIONS
 
 #: Key and certificate material: PEM text (str or bytes), or a file to read (os.PathLike).
 Pem = str | bytes | os.PathLike[str]
@@ -282,9 +278,9 @@ _METHODS: dict[str, tuple[int | None, int | None]] = {
     for prefix, bounds in {
         "TLS": (None, None),
         "SSLv23": (None, None),
-        "TLSv1": (SSL.TLS1_VERSION, SSL.TLS1_VERSION),
-        "TLSv1_1": (SSL.TLS1_1_VERSION, SSL.TLS1_1_VERSION),
-        "TLSv1_2": (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION),
+        "TLSv1": (TLS_VERSIONS["TLSv1"], TLS_VERSIONS["TLSv1"]),
+        "TLSv1_1": (TLS_VERSIONS["TLSv1.1"], TLS_VERSIONS["TLSv1.1"]),
+        "TLSv1_2": (TLS_VERSIONS["TLSv1.2"], TLS_VERSIONS["TLSv1.2"]),
     }.items()
     for suffix in ("_method", "_server_method", "_client_method")
 }
@@ -397,22 +393,18 @@ class SecureContext:
     __slots__ = (
         "_alpn_list",
         "_ctx",
-        "_default_trust",
         "_options",
-        "_sessions_wired",
-        "_trust_loaded",
+        "_prepared",
         "ca_certs",
         "certificates",
         "reject_unauthorized",
         "request_cert",
     )
 
-    _ctx: SSL.Context
+    _ctx: NativeContext
     _alpn_list: list[bytes]
     _options: dict[str, Any]
-    _default_trust: bool
-    _trust_loaded: bool
-    _sessions_wired: set[str]
+    _prepared: set[str]
     certificates: list[x509.Certificate]
     ca_certs: list[x509.Certificate]
     request_cert: bool
@@ -435,49 +427,50 @@ class SecureContext:
         """The ALPN protocols offered (client) or accepted in order (server)."""
         return [p.decode() for p in self._alpn_list]
 
-    def _load_default_trust(self) -> None:
-        """Load the system trust store on first client use (only if no ``ca`` was given).
+    def _prepare(
+        self,
+        *,
+        client_sessions: bool = False,
+        session_store: bool = False,
+        async_alpn: bool = False,
+        new_sessions: bool = False,
+        keylog: bool = False,
+    ) -> None:
+        """Check the extended features a front door's options need, and wire what costs
+        every connection on the context something, only for contexts that ask.
 
-        Done lazily because parsing the system bundle costs milliseconds and a
-        server context never needs it.
+        Called where options are configured (front doors, Server.set_secure_context),
+        never because a connection started; idempotent and thread-safe. A missing feature
+        raises TLSFeatureUnavailable naming the option. ``keylog`` (on_keylog) and
+        ``new_sessions`` (on_new_session): OpenSSL formats key-log lines, and reports
+        sessions, for every handshake once a callback is set (a few Python calls per
+        handshake, ~2% of a server's handshake CPU). ``client_sessions`` (on_session):
+        OpenSSL reports client sessions only with SSL_SESS_CACHE_CLIENT, which also keeps
+        them in the context's cache. ``session_store`` (on_resume_session): lookups go to
+        the store, never the cache.
         """
-        if self._default_trust and not self._trust_loaded:
-            ctx = self._ctx
-            # pyOpenSSL refuses changes once a connection exists (a context first used
-            # by a server); adding trust anchors is safe in OpenSSL, so lift the guard.
-            used, ctx._used = ctx._used, False
-            try:
-                ctx.set_default_verify_paths()
-            finally:
-                ctx._used = used
-            object.__setattr__(self, "_trust_loaded", True)
+        if async_alpn:
+            require_feature("client_hello_cb", "alpn_protocols (a selector that may await)")
+        if keylog and "keylog" not in self._prepared:
+            self._ctx.enable_keylog()
+            self._prepared.add("keylog")
+        if new_sessions and "new" not in self._prepared:
+            self._ctx.report_sessions("on_new_session")
+            self._prepared.add("new")
+        if client_sessions and "client" not in self._prepared:
+            self._ctx.enable_client_session_cache("on_session")
+            self._prepared.add("client")
+        if session_store and "store" not in self._prepared:
+            self._ctx.use_session_store("on_resume_session")
+            self._prepared.add("store")
 
-    def _wire_new_sessions(self, client: bool) -> None:
-        """Have OpenSSL report new sessions (on_new_session / on_session); only then, as
-        the callback costs a Python call per session, two per TLS 1.3 handshake."""
-        if "new" not in self._sessions_wired:
-            _extended.require("new_session_cb", "on_session / on_new_session")
-            _extended.set_new_session_cb(self._ctx._context, _new_session)
-            self._sessions_wired.add("new")
-        if client and "client" not in self._sessions_wired:
-            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_CLIENT)
-            self._sessions_wired.add("client")
+    def get_ticket_keys(self) -> bytes:
+        """The 80 bytes of session ticket keys servers on this context use."""
+        return self._ctx.get_ticket_keys("get_ticket_keys")
 
-    def _wire_session_store(self) -> None:
-        """Route session lookups to the engine (on_resume_session), bypassing the cache."""
-        if "store" not in self._sessions_wired:
-            _extended.require("resume_session", "on_resume_session")
-            b.add_session_cache_mode(self._ctx, SSL.SESS_CACHE_NO_INTERNAL_LOOKUP)
-            _extended.set_get_session_cb(self._ctx._context, _lookup_session)
-            self._sessions_wired.add("store")
-
-    def _wire_client_hello(self) -> None:
-        """Have servers on this context read each ClientHello through the engine (its SNI;
-        pauses for on_resume_session and async ALPN). Without extended OpenSSL access
-        this does nothing: servername is then OpenSSL's, and those pauses unavailable."""
-        if "hello" not in self._sessions_wired and _extended.features()["client_hello_cb"]:
-            _extended.set_client_hello_cb(self._ctx._context, _early_client_hello)
-            self._sessions_wired.add("hello")
+    def set_ticket_keys(self, keys: bytes) -> None:
+        """Rotate the context's ticket keys (80 bytes; a bad value leaves the old ones)."""
+        self._ctx.set_ticket_keys(check_ticket_keys("set_ticket_keys", keys), "set_ticket_keys")
 
     def __repr__(self) -> str:
         subjects = [c.subject.rfc4514_string() for c in self.certificates]
@@ -499,11 +492,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
-    ctx = SSL.Context(SSL.TLS_METHOD)
-    # Whole writes (one SSL_write per send) and no idle 34 KiB buffers per connection.
-    ctx.clear_mode(b.PARTIAL_WRITE_MODE)
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
-    ctx.set_options(SSL.OP_NO_COMPRESSION)
+    ctx = new_context()
     sc = object.__new__(SecureContext)
 
     _set_versions(ctx, options)
@@ -515,21 +504,21 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     default_ciphers = DEFAULT_CIPHERS if options.get("dhparam") else DEFAULT_CIPHERS + ":!kDHE"
     _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", default_ciphers))
     if options.get("ciphersuites") is not None:
-        _openssl_option(ctx.set_tls13_ciphersuites, "ciphersuites", options["ciphersuites"])
+        _openssl_option(ctx.set_ciphersuites, "ciphersuites", options["ciphersuites"])
     if expect_bool("honor_cipher_order", options.get("honor_cipher_order", True)):
-        ctx.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+        ctx.prefer_server_ciphers()
     secure_options = options.get("secure_options")
     if secure_options is not None:
         if not isinstance(secure_options, int) or isinstance(secure_options, bool):
             raise TypeError("secure_options: expected an int bitmask of OpenSSL options")
-        ctx.set_options(secure_options)
+        ctx.add_options(secure_options)
     timeout = options.get("session_timeout")
     if timeout is not None:
         if not isinstance(timeout, int | float) or isinstance(timeout, bool):
             raise TypeError("session_timeout: expected seconds as a number")
         if timeout <= 0:
             raise ValueError("session_timeout: must be positive")
-        ctx.set_timeout(int(timeout))
+        ctx.set_session_timeout(int(timeout))
 
     _set_key_exchange(ctx, options)
     _set_extended(ctx, options)
@@ -545,10 +534,11 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
                 raise ValueError(f"alpn_protocols: invalid protocol name {proto!r}")
             alpn_list.append(raw)
         if alpn_list:
-            ctx.set_alpn_protos(alpn_list)
-    # Always: the engine answers (its list, a server's alpn callable, or no ALPN at all).
-    b.install_alpn_select(ctx)
-    b.install_status_callback(ctx)
+            ctx.set_alpn(alpn_list)
+    if options.get("ca") is None:
+        # The system trust, now, so that the context never changes once built (with a
+        # hashed directory of CAs this costs ~0.1 ms: certificates load per lookup).
+        ctx.load_default_trust()
 
     request_cert = expect_bool("request_cert", options.get("request_cert", False))
     reject = expect_bool("reject_unauthorized", options.get("reject_unauthorized", True))
@@ -565,15 +555,13 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
         if not isinstance(sid, bytes):
             raise TypeError("session_id_context: expected str or bytes")
         sid = hashlib.sha256(sid).digest() if len(sid) > 32 else sid
-    ctx.set_session_id(sid)
+    ctx.set_session_id_context(sid)
 
     sc._set(
         _ctx=ctx,
         _alpn_list=alpn_list,
         _options=dict(options),
-        _default_trust=options.get("ca") is None,
-        _trust_loaded=False,
-        _sessions_wired=set(),
+        _prepared=set(),
         certificates=certs,
         ca_certs=ca_certs,
         request_cert=request_cert,
@@ -582,22 +570,7 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     return sc
 
 
-def _new_session(ssl: Any, session: Any) -> None:
-    if (engine := b.engine_of(ssl)) is not None:
-        engine._new_session(session)
-
-
-def _early_client_hello(ssl: Any) -> int:
-    engine = b.engine_of(ssl)
-    return 1 if engine is None else engine._on_early_client_hello()
-
-
-def _lookup_session(ssl: Any, session_id: bytes) -> bytes | None:
-    engine = b.engine_of(ssl)
-    return None if engine is None else engine._lookup_session(session_id)
-
-
-def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_versions(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """min_version / max_version, or Node's secure_protocol method name (not both)."""
     method = options.get("secure_protocol")
     if method is not None:
@@ -614,26 +587,24 @@ def _set_versions(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
                 code="ERR_TLS_INVALID_PROTOCOL_METHOD",
             )
         low, high = _METHODS[method]
-        ctx.set_min_proto_version(low or SSL.TLS1_VERSION)
-        if high is not None:
-            ctx.set_max_proto_version(high)
+        ctx.set_versions(low or TLS_VERSIONS["TLSv1"], high)
         return
     min_v = _version("min_version", options.get("min_version") or "TLSv1.2")
-    ctx.set_min_proto_version(min_v)
+    max_v = None
     if options.get("max_version") is not None:
         max_v = _version("max_version", options["max_version"])
         if max_v < min_v:
             raise TLSConfigError("max_version: lower than min_version")
-        ctx.set_max_proto_version(max_v)
+    ctx.set_versions(min_v, max_v)
 
 
-def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_key_exchange(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """ecdh_curve (a name, a colon list, or "auto") and dhparam (enables DHE suites)."""
     curve = options.get("ecdh_curve")
     if curve is not None:
         if not isinstance(curve, str):
             raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
-        if not curve or (curve != "auto" and not b.set_groups(ctx, curve)):
+        if not curve or (curve != "auto" and not ctx.set_groups(curve)):
             raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
     dhparam = options.get("dhparam")
     if dhparam is None:
@@ -654,47 +625,42 @@ def _set_key_exchange(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
         )
     if bits < 2048:
         warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
-    problem = b.set_dh_params(ctx, pem)
+    problem = ctx.set_dh_params(pem)
     if problem is not None:
         raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
 
-def _set_extended(ctx: SSL.Context, options: Mapping[str, Any]) -> None:
+def _set_extended(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     """npn_protocols and ticket_keys: they need the extended OpenSSL access."""
     npn = options.get("npn_protocols")
     if npn is not None:
         if isinstance(npn, str | bytes) or not isinstance(npn, Sequence):
             raise TypeError("npn_protocols: expected a list of protocol names")
-        _extended.require("npn", "npn_protocols")
-        wire = [p.encode() if isinstance(p, str) else p for p in npn]
-        _extended.set_npn_advertised(ctx._context, wire)
-        _extended.set_npn_select(ctx._context, wire)
+        ctx.set_npn([p.encode() if isinstance(p, str) else p for p in npn])
     keys = options.get("ticket_keys")
     if keys is not None:
-        if not isinstance(keys, bytes | bytearray):
-            raise TypeError("ticket_keys: expected 80 bytes")
-        if len(keys) != 80:
-            raise TLSConfigError(f"ticket_keys: expected 80 bytes, got {len(keys)}")
-        _extended.require("ticket_keys", "ticket_keys")
-        _extended.set_ticket_keys(ctx._context, bytes(keys))
+        ctx.set_ticket_keys(check_ticket_keys("ticket_keys", keys), "ticket_keys")
 
 
-def _openssl_option(setter: Any, option: str, value: object) -> None:
+def check_ticket_keys(option: str, keys: object) -> bytes:
+    """Ticket keys are 80 bytes, OpenSSL's layout (16-byte name, 32-byte HMAC key,
+    32-byte AES key): TypeError or TLSConfigError (a ValueError) naming ``option``."""
+    if not isinstance(keys, bytes | bytearray | memoryview):
+        raise TypeError(f"{option}: expected {TICKET_KEYS_LENGTH} bytes")
+    data = bytes(keys)
+    if len(data) != TICKET_KEYS_LENGTH:
+        raise TLSConfigError(f"{option}: expected {TICKET_KEYS_LENGTH} bytes, got {len(data)}")
+    return data
+
+
+def _openssl_option(setter: Callable[[str], None], option: str, value: object) -> None:
     """Apply a string option, turning OpenSSL's refusal into a TLSConfigError."""
     if not isinstance(value, str):
         raise TypeError(f"{option}: expected str, got {type(value).__name__}")
     try:
-        setter(value.encode())
-    except SSL.Error as exc:
-        raise TLSConfigError(f"{option}: {_reason(exc)} ({value!r})") from None
-
-
-def _reason(exc: SSL.Error) -> str:
-    """OpenSSL's reason text out of a pyOpenSSL error."""
-    try:
-        return str(exc.args[0][0][2])
-    except (IndexError, TypeError):
-        return str(exc)
+        setter(value)
+    except Refused as exc:
+        raise TLSConfigError(f"{option}: {exc} ({value!r})") from None
 
 
 def _passphrase(option: str, value: object) -> bytes | None:
@@ -782,7 +748,7 @@ def _pair(
     return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
 
 
-def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
+def _load_identity(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install pfx and key/cert; returns our certificates, leaves first."""
     passphrase = _passphrase("passphrase", options.get("passphrase"))
     pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
@@ -799,35 +765,22 @@ def _load_identity(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Ce
     pairs += _pair(keys, chains)
     certs: list[x509.Certificate] = []
     for key, chain in pairs:
-        ctx.use_certificate(chain[0])
         try:
-            ctx.use_privatekey(key)
-            ctx.check_privatekey()
-        except SSL.Error as exc:
-            raise TLSConfigError(f"key: {_reason(exc)} (the key does not match cert)") from None
-        for intermediate in chain[1:]:
-            if _extended.features()["chain_per_cert"]:  # each key gets its own chain
-                _extended.add_chain_cert(
-                    ctx._context, crypto.X509.from_cryptography(intermediate)._x509
-                )
-            else:
-                ctx.add_extra_chain_cert(intermediate)
+            ctx.use_identity(chain, key)
+        except Refused as exc:
+            raise TLSConfigError(f"key: {exc} (the key does not match cert)") from None
         certs += chain
     return certs
 
 
-def _load_trust(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certificate]:
+def _load_trust(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install ``ca`` (replacing the system trust) and ``crl``."""
     ca = options.get("ca")
     ca_certs = _certs("ca", ca) if ca is not None else []
-    store = ctx.get_cert_store()
-    assert store is not None  # SSL_CTX_new always makes one
-    for cert in ca_certs:
-        store.add_cert(crypto.X509.from_cryptography(cert))
-    for cert in ca_certs:  # the CA names a server sends when it asks for a client certificate
-        ctx.add_client_ca(cert)
+    ctx.add_trust(ca_certs)
     crl = options.get("crl")
     if crl is not None:
+        crls = []
         now = datetime.datetime.now(datetime.UTC)
         for pem in _pem_list("crl", crl):
             try:
@@ -837,6 +790,6 @@ def _load_trust(ctx: SSL.Context, options: Mapping[str, Any]) -> list[x509.Certi
             next_update = loaded.next_update_utc
             if next_update is not None and next_update < now:
                 raise TLSConfigError(f"crl: CRL has expired (nextUpdate {next_update:%Y-%m-%d})")
-            store.add_crl(loaded)
-        store.set_flags(crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL)
+            crls.append(loaded)
+        ctx.add_crls(crls)
     return ca_certs

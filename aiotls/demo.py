@@ -20,9 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from . import ocsp, pki
-from .client import open_connection
+from ._aio.client import open_connection
+from ._aio.server import start_server
 from .context import create_secure_context
-from .server import start_server
 
 __all__ = ["DemoResult", "describe_group", "format_rows", "format_table", "name_text", "run_demo"]
 
@@ -160,13 +160,23 @@ async def _tour(ca: pki.CA) -> dict[str, str]:
         await writer.wait_closed()
         return seen
 
-    # Tickets off: TLS 1.2 session ids, the kind an external store can share.
-    ctx = create_secure_context(key=key_pem, cert=chain_pem, secure_options=0x4000)
+    # Tickets off: TLS 1.2 session ids, the kind an external store can share. The second
+    # server has a context of its own (built alike, so the session id context matches),
+    # as a server in another process would: a store makes its context look sessions up
+    # there only, which a context shared with the first server would do for both.
+    options: Any = {"key": key_pem, "cert": chain_pem, "secure_options": 0x4000}
     tls12 = {"max_version": "TLSv1.2"}
     first = await start_server(
-        greet, HOST, 0, context=ctx, on_ocsp_request=staple, on_new_session=store.__setitem__
+        greet,
+        HOST,
+        0,
+        context=create_secure_context(**options),
+        on_ocsp_request=staple,
+        on_new_session=store.__setitem__,
     )
-    second = await start_server(greet, HOST, 0, context=ctx, on_resume_session=lookup)
+    second = await start_server(
+        greet, HOST, 0, context=create_secure_context(**options), on_resume_session=lookup
+    )
     first.add_context("*.example.test", {"key": api_key, "cert": api_chain})
     tour: dict[str, str] = {}
     try:

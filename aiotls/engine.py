@@ -1,29 +1,47 @@
-"""TLSEngine: one TLS connection over pyOpenSSL memory BIOs, with no I/O of its own.
+"""TLSEngine: one TLS connection over memory BIOs, with no I/O of its own.
 
-Ciphertext from the network goes in with :meth:`TLSEngine.receive_data`; bytes for
-the network come out of :meth:`TLSEngine.data_to_send`; plaintext goes in with
+Design
+------
+Ciphertext from the network goes in with :meth:`TLSEngine.receive_data`; bytes for the
+network come out of :meth:`TLSEngine.data_to_send`; plaintext goes in with
 :meth:`TLSEngine.send` and comes out of :meth:`TLSEngine.read`. It is the modern form
 of Node's ``createSecurePair``, and what aiotls's asyncio transports are built on.
 
-The hot path calls OpenSSL directly through cryptography's cffi bindings on the
-pyOpenSSL ``Connection``'s own ``SSL*`` and BIOs: it reads while OpenSSL has bytes
-rather than looping until ``WantReadError`` (raising costs as much as reading), and
-decrypts a whole received chunk per call rather than a record per call.
+It holds Node's rules for accepting a peer (the chain, a server's identity, the DH
+size, renegotiation limits), so whoever drives it gets the same verdicts. OpenSSL sits
+below it in :mod:`aiotls._openssl`: an :class:`~aiotls._openssl.SSLConnection` owns the
+``SSL*`` and its two memory BIOs, and OpenSSL's callbacks reach the engine through the
+floor's ``ConnectionCallbacks`` methods (client_hello, select_certificate, verify,
+select_alpn, ocsp_status, new_session, lookup_session, keylog).
+
+States: handshaking (possibly paused, :attr:`pause_reason` a :class:`PauseReason`, until
+:meth:`resume`), established (:attr:`handshake_complete`), then closing one way or both
+(:attr:`close_notify_sent`, :attr:`close_notify_received`). Calls that advance the
+handshake report where it stands as a value (:class:`EngineStatus`); a refusal raises.
+
+Buffers: the engine keeps none of its own. Received ciphertext waits in OpenSSL's
+incoming BIO (at most 64 KiB before the handshake completes), outgoing ciphertext in
+its outgoing BIO until :meth:`data_to_send` / :meth:`take_output`, plaintext inside
+OpenSSL until :meth:`read`. :meth:`compact` gives back what a handshake left in them.
+
+Errors are :class:`~aiotls.TLSError` raised by the call that met them; a fatal alert
+OpenSSL produced is still queued for :meth:`data_to_send`, and plaintext decrypted
+before an error is returned first (the error waits for the next read). :meth:`close`
+queues close_notify; :meth:`release` forgets the connection once it ended.
 """
 
 from __future__ import annotations
 
+import enum
 import inspect
 import ipaddress
-import os
-import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
-from OpenSSL import SSL
-
-from . import _bindings as b
-from . import _der, _extended, certinfo
+from . import _der, certinfo
+from ._openssl import SSLConnection, alpn_offsets
+from ._openssl import connection as ossl
 from .ciphers import standard_name
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
@@ -32,39 +50,43 @@ if TYPE_CHECKING:
 
     from .context import SecureContext
 
-__all__ = ["TLSEngine"]
+__all__ = ["EngineStatus", "PauseReason", "TLSEngine"]
 
-ffi, lib = b.ffi, b.lib
-
-_OP_ALLOW_CLIENT_RENEGOTIATION = 0x100  # SSL_OP_ALLOW_CLIENT_RENEGOTIATION; pyOpenSSL lacks it
-_OP_NO_RENEGOTIATION = 0x40000000
-_WANT_CLIENT_HELLO_CB = 11  # SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings
-_GET_TLSEXT_STATUS_REQ_TYPE = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
-_OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION = 0x10000
-_CTRL_GET_MAX_PROTO_VERSION = 131  # SSL_get_max_proto_version is a macro over SSL_ctrl
-_TLS1_3 = SSL.TLS1_3_VERSION
 # ClientHello extension types (IANA).
-_EXT_SERVER_NAME = 0
-_EXT_ALPN = 16
-_EXT_SUPPORTED_VERSIONS = 43
-_SCRATCH_SIZE = 320 * 1024  # one receive chunk (256 KiB) plus a carried-over record
-_MAX_RECORD = 16384 + 2048
-# Worst-case growth of a record when encrypted (header, nonce, tag, CBC padding and MAC).
-_RECORD_OVERHEAD = 512
-_BIO_SLACK = 512  # a memory BIO that held no more than this is not worth replacing
+_EXT_SERVER_NAME: Final = 0
+_EXT_ALPN: Final = 16
+_EXT_SUPPORTED_VERSIONS: Final = 43
+_MAX_RECORD: Final = 16384 + 2048
+_BIO_SLACK: Final = 512  # a memory BIO that held no more than this is not worth replacing
 # Ciphertext a peer may send ahead of the handshake (a paused server, say) before we refuse:
 # a legitimate peer waits for our answer, so anything near this much is a flood.
-_MAX_HANDSHAKE_BACKLOG = 64 * 1024
-_uninitialised = ffi.new_allocator(should_clear_after_alloc=False)
-_tls = threading.local()
+_MAX_HANDSHAKE_BACKLOG: Final = 64 * 1024
+_R = TypeVar("_R")
 
 
-def _scratch() -> Any:
-    """A per-thread output buffer; cffi drops the GIL in OpenSSL calls, so not global."""
-    buf = getattr(_tls, "buf", None)
-    if buf is None:
-        buf = _tls.buf = _uninitialised("char[]", _SCRATCH_SIZE)
-    return buf
+class PauseReason(enum.StrEnum):
+    """Why a handshake waits for :meth:`TLSEngine.resume` (equal to its string value)."""
+
+    #: At the first ClientHello: a session-store lookup or an ALPN selector to await.
+    CLIENT_HELLO = "client_hello"
+    #: After the ClientHello, at certificate selection: the server's SNI / OCSP hooks.
+    CERTIFICATE = "certificate"
+    #: Client: an async ``check_server_identity`` to await.
+    SERVER_IDENTITY = "server_identity"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    """What a call that advances the handshake left behind, as a value (h11 style):
+    the handshake is complete, or paused (and why), or waits for more bytes."""
+
+    handshake_complete: bool
+    paused: PauseReason | None = None
+
+
+_WAITING: Final = EngineStatus(False)
+_COMPLETE: Final = EngineStatus(True)
+_PAUSED: Final = {reason: EngineStatus(False, reason) for reason in PauseReason}
 
 
 # OpenSSL group names -> the curve names Node reports.
@@ -206,7 +228,6 @@ class TLSEngine:
     __slots__ = (
         "_alpn_choice",
         "_choose_alpn",
-        "_conn",
         "_context",
         "_deferred",
         "_external_sessions",
@@ -217,18 +238,16 @@ class TLSEngine:
         "_hello_state",
         "_hook_state",
         "_identity_answer",
-        "_in",
         "_judge_later",
         "_judged",
-        "_out",
         "_peer_start",
         "_refusal",
         "_rejection",
         "_renegotiating",
         "_resume_data",
         "_sent_since_take",
-        "_ssl",
         "_through_peak",
+        "_tls",
         "_verify_override",
         "alpn_offered",
         "alpn_select",
@@ -303,14 +322,16 @@ class TLSEngine:
         self.on_new_session = on_new_session
         #: Client hook (session_der) for each session or TLS 1.3 ticket received.
         self.on_session = on_session
-        if on_session is not None or on_new_session is not None:
-            context._wire_new_sessions(client=on_session is not None)
-        if external_sessions:
-            context._wire_session_store()
-        if choose_alpn:
-            _extended.require("client_hello_cb", "alpn_protocols (a selector that may await)")
-        if server_side:
-            context._wire_client_hello()
+        # The context carries the callbacks; these two cache modes are added once per
+        # context by the front doors (here only for callers that drive engines directly).
+        if on_session or on_new_session or on_keylog or external_sessions or choose_alpn:
+            context._prepare(
+                client_sessions=on_session is not None,
+                session_store=external_sessions,
+                async_alpn=choose_alpn,
+                new_sessions=on_new_session is not None,
+                keylog=on_keylog is not None,
+            )
         #: Asked at each client renegotiation (server side); False refuses it.
         self.on_renegotiation: Callable[[], TLSError | None] | None = None
         self._refusal: TLSError | None = None
@@ -331,27 +352,20 @@ class TLSEngine:
         self._judge_later = False  # the chain is judged after the handshake, not by OpenSSL
         self._fault: tuple[int, x509.Certificate] | None = None  # last verify error, its cert
         self._peer_start = b""  # the peer's first bytes, to say what it speaks if not TLS
-        if not server_side:
-            context._load_default_trust()  # before the context is "used" (pyOpenSSL)
-        conn = SSL.Connection(context._ctx, None)
-        conn.set_app_data(self)
-        self._conn = conn
-        self._ssl, self._in, self._out = conn._ssl, conn._into_ssl, conn._from_ssl
-        if on_keylog is not None:  # shared context: the callback asks each engine for its hook
-            lib.SSL_CTX_set_keylog_callback(context._ctx._context, b.keylog_callback)
+        self._tls = tls = SSLConnection(context._ctx, self, server_side=server_side)
         if server_side:
-            conn.set_accept_state()
             self._apply_server_verify()
             if pause_handshake or allow_renegotiation or on_new_session is not None:
-                lib.SSL_set_cert_cb(self._ssl, b.cert_callback, ffi.NULL)
-            if allow_renegotiation:  # OpenSSL 3.2+ refuses client renegotiation without it
-                lib.SSL_set_options(self._ssl, _OP_ALLOW_CLIENT_RENEGOTIATION)
+                tls.enable_certificate_callback()
+            if allow_renegotiation:
+                tls.allow_client_renegotiation()
         else:
-            conn.set_connect_state()
-            lib.SSL_set_post_handshake_auth(self._ssl, 1)  # TLS 1.3 servers may ask later
-            if request_ocsp:
-                lib.SSL_set_tlsext_status_type(self._ssl, lib.TLSEXT_STATUSTYPE_ocsp)
-            self._configure_client(session)
+            # Like Node: the chain is checked in full and judged after the handshake
+            # (authorized / authorization_error), so the codes match Node's.
+            self._judge_later = True
+            tls.set_verify(True, False)
+            name = server_hostname
+            tls.client_setup(name if name and not _is_ip(name) else None, request_ocsp, session)
             self.do_handshake()  # the ClientHello waits for the first data_to_send()
 
     def _apply_server_verify(self) -> None:
@@ -360,71 +374,49 @@ class TLSEngine:
 
     def _set_peer_verify(self, request_cert: bool, reject_unauthorized: bool) -> None:
         if request_cert:
-            reject = reject_unauthorized
-            mode = lib.SSL_VERIFY_PEER | (lib.SSL_VERIFY_FAIL_IF_NO_PEER_CERT if reject else 0)
-            self._judge_later = not reject
-            lib.SSL_set_verify(self._ssl, mode, b.verify_callback)
-        else:
-            lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_NONE, ffi.NULL)
-
-    def _configure_client(self, session: bytes | None) -> None:
-        # Like Node: the chain is checked in full and judged after the handshake
-        # (authorized / authorization_error), so the codes match Node's.
-        self._judge_later = True
-        lib.SSL_set_verify(self._ssl, lib.SSL_VERIFY_PEER, b.verify_callback)
-        name = self.server_hostname
-        if name and not _is_ip(name):
-            lib.SSL_set_tlsext_host_name(self._ssl, name.encode("idna"))
-        if session:
-            data = ffi.cast("unsigned char *", ffi.from_buffer(session))
-            sess = lib.d2i_SSL_SESSION(ffi.NULL, ffi.new("unsigned char **", data), len(session))
-            if sess != ffi.NULL:  # junk means a full handshake, never a crash
-                lib.SSL_set_session(self._ssl, sess)
-                lib.SSL_SESSION_free(sess)
-            b.error_queue()
+            self._judge_later = not reject_unauthorized
+        self._tls.set_verify(request_cert, reject_unauthorized)
 
     # -- the data path ---------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> EngineStatus:
         """Feed ciphertext from the network; advances the handshake if it is running.
 
-        Raises TLSError (ERR_TLS_HANDSHAKE_FLOOD) when more than 64 KiB waits unprocessed
-        before the handshake completes, so a paused handshake buffers a bounded amount.
+        Returns where the handshake stands. Raises TLSError (ERR_TLS_HANDSHAKE_FLOOD)
+        when more than 64 KiB waits unprocessed before the handshake completes, so a
+        paused handshake buffers a bounded amount.
         """
         if n := len(data):
-            lib.BIO_write(self._in, ffi.from_buffer(data), n)
+            self._tls.feed(data, n)
             if n > self._through_peak:
                 self._through_peak = n
         if self.handshake_complete:
-            return
+            return _COMPLETE
         if not self.handshake_paused:
             if not self._peer_start:
                 self._peer_start = bytes(data[:64])
             self.do_handshake()
-        if not self.handshake_complete and self._unprocessed() > _MAX_HANDSHAKE_BACKLOG:
+        if not self.handshake_complete and self._tls.unprocessed() > _MAX_HANDSHAKE_BACKLOG:
             raise TLSError(
                 f"peer sent more than {_MAX_HANDSHAKE_BACKLOG} bytes ahead of the handshake",
                 code="ERR_TLS_HANDSHAKE_FLOOD",
             )
+        return self.status
 
-    def _unprocessed(self) -> int:
-        """Received ciphertext OpenSSL has not consumed yet (what the incoming BIO holds)."""
-        return int(lib.BIO_get_mem_data(self._in, ffi.NULL))
+    @property
+    def status(self) -> EngineStatus:
+        """Where the handshake stands: complete, paused (and why), or waiting for bytes."""
+        if self.handshake_complete and not self.handshake_paused:
+            return _COMPLETE
+        reason = self.pause_reason
+        return _WAITING if reason is None else _PAUSED[reason]
 
     def data_to_send(self) -> bytes:
         """All ciphertext waiting for the network (a client's first call: ClientHello)."""
-        buf = _scratch()
-        n = lib.BIO_read(self._out, buf, _SCRATCH_SIZE)
-        if n <= 0:
-            return b""  # BIO_read drained it: nothing waits in the outgoing BIO
-        if n > self._through_peak:
-            self._through_peak = n
-        if n < _SCRATCH_SIZE:
-            return ffi.buffer(buf, n)[:]  # type: ignore[no-any-return]
-        pieces = [ffi.buffer(buf, n)[:]]
-        while (n := lib.BIO_read(self._out, buf, _SCRATCH_SIZE)) > 0:
-            pieces.append(ffi.buffer(buf, n)[:])
-        return b"".join(pieces)
+        data = self._tls.drain()
+        if len(data) > self._through_peak:
+            self._through_peak = len(data)
+        return data
 
     def take_output(self) -> memoryview | None:
         """Like :meth:`data_to_send`, with one copy fewer for what :meth:`send` encrypted.
@@ -436,18 +428,10 @@ class TLSEngine:
         if not hint:
             data = self.data_to_send()
             return memoryview(data) if data else None
-        size = hint + (hint // 16384 + 1) * _RECORD_OVERHEAD + 4096
-        buf = _uninitialised("char[]", size)
-        n = lib.BIO_read(self._out, buf, size)
-        if n <= 0:
-            return None
-        if n > self._through_peak:
-            self._through_peak = n
-        view = memoryview(ffi.buffer(buf, n))
-        if n < size:
-            return view
-        rest = self.data_to_send()  # more than the estimate (a renegotiation, say)
-        return memoryview(view.tobytes() + rest)
+        view = self._tls.take(hint)
+        if view is not None and len(view) > self._through_peak:
+            self._through_peak = len(view)
+        return view
 
     def send(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt plaintext for the peer; it comes out of :meth:`data_to_send`."""
@@ -455,16 +439,10 @@ class TLSEngine:
             raise TLSError("cannot send before the handshake completes", code="ERR_TLS_NOT_READY")
         if self.close_notify_sent:
             raise TLSError("cannot send after close_notify", code="ERR_TLS_CLOSED")
-        view = memoryview(data).cast("B")
-        total, sent = len(view), 0
-        self._sent_since_take += total
-        ptr = ffi.from_buffer(view)
-        lib.ERR_clear_error()
-        while sent < total:
-            n = lib.SSL_write(self._ssl, ptr + sent, total - sent)
-            if n <= 0:
-                raise self._fail(n)
-            sent += n
+        self._sent_since_take += len(data)
+        rc = self._tls.write_all(data)
+        if rc <= 0:
+            raise self._fail(rc)
 
     def read(self) -> bytes:
         """Plaintext decrypted so far (b"" if none); sets :attr:`close_notify_received`.
@@ -472,55 +450,53 @@ class TLSEngine:
         A fatal error after some plaintext is deferred to the next call, so no
         decrypted byte is lost.
         """
-        buf = _scratch()
-        total = self.read_into(buf, _SCRATCH_SIZE)
-        if total < _SCRATCH_SIZE - _MAX_RECORD:
-            return ffi.buffer(buf, total)[:]  # type: ignore[no-any-return]
-        pieces = [ffi.buffer(buf, total)[:]]
-        while n := self.read_into(buf, _SCRATCH_SIZE):
-            pieces.append(ffi.buffer(buf, n)[:])
-        return b"".join(pieces)
+        if not self._readable():
+            return b""
+        data, err, rc = self._tls.read_bytes(ossl.SCRATCH_SIZE - _MAX_RECORD)
+        return self._after_read(data, len(data), err, rc)
 
     def read_view(self) -> memoryview:
         """Like :meth:`read` without the copy: a view that the next engine call reuses.
 
         For callers that copy it at once (a StreamReader's buffer does).
         """
-        buf = _scratch()
-        return memoryview(ffi.buffer(buf, self.read_into(buf, _SCRATCH_SIZE)))
+        if not self._readable():
+            return memoryview(b"")
+        view, err, rc = self._tls.read_view()
+        return self._after_read(view, len(view), err, rc)
 
     def read_into(self, buf: Any, size: int) -> int:
         """Decrypt into ``buf`` (cffi pointer or writable buffer) up to ``size`` bytes."""
+        if not self._readable():
+            return 0
+        total, err, rc = self._tls.read_into(buf, size)
+        return self._after_read(total, total, err, rc)
+
+    def _readable(self) -> bool:
+        """Before a read: raise a deferred error; False when nothing can be read."""
         if self._deferred is not None:
             exc, self._deferred = self._deferred, None
             raise exc
-        if not self.handshake_complete or self.close_notify_received:
-            return 0
-        ptr = buf if isinstance(buf, ffi.CData) else ffi.from_buffer(buf, require_writable=True)
-        ssl, total = self._ssl, 0
-        lib.ERR_clear_error()
-        while total < size:
-            n = lib.SSL_read(ssl, ptr + total, size - total)
-            if n <= 0:
-                err = lib.SSL_get_error(ssl, n)
-                if err == lib.SSL_ERROR_ZERO_RETURN:
-                    self.close_notify_received = True
-                elif err != lib.SSL_ERROR_WANT_READ:
-                    exc = self._refusal or self._fail(n, err)
-                    b.error_queue()
-                    if not total:
-                        raise exc
-                    self._deferred = exc
-                break
-            total += n
+        return self.handshake_complete and not self.close_notify_received
+
+    def _after_read(self, result: _R, total: int, err: int, rc: int) -> _R:
+        """Act on what stopped a read (close_notify, an error) and on a renegotiation;
+        an error after some plaintext waits for the next call, so no byte is lost."""
+        if err == ossl.ERROR_ZERO_RETURN:
+            self.close_notify_received = True
+        elif err and err != ossl.ERROR_WANT_READ:
+            exc = self._refusal or self._fail(rc, err)
+            if not total:
+                raise exc
+            self._deferred = exc
         if self._renegotiating is not None and self._deferred is None:
             refusal = self._renegotiation_refusal()
             if refusal is None:
-                return total
+                return result
             if not total:
                 raise refusal
             self._deferred = refusal
-        return total
+        return result
 
     @property
     def bloated(self) -> bool:
@@ -535,15 +511,13 @@ class TLSEngine:
         directions (the transport does so right after the handshake): fresh BIOs
         replace the old ones, which OpenSSL frees.
         """
-        fresh_in, fresh_out = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
-        if fresh_in == ffi.NULL or fresh_out == ffi.NULL:  # out of memory: keep the old ones
-            lib.BIO_free(fresh_in)
-            lib.BIO_free(fresh_out)
-            return
-        lib.SSL_set_bio(self._ssl, fresh_in, fresh_out)
-        self._in = self._conn._into_ssl = fresh_in
-        self._out = self._conn._from_ssl = fresh_out
-        self._through_peak = 0
+        if self._tls.compact():  # out of memory: the old ones stay
+            self._through_peak = 0
+
+    def raw_addresses(self) -> tuple[int, int, int]:
+        """The ``SSL*`` and its incoming and outgoing ``BIO*`` as integers, for a compiled
+        data path (valid until :meth:`compact` or :meth:`release`)."""
+        return self._tls.addresses()
 
     # -- handshake -------------------------------------------------------------------
 
@@ -557,14 +531,15 @@ class TLSEngine:
         )
 
     @property
-    def pause_reason(self) -> str | None:
-        """Why the handshake waits: "client_hello" (session store, ALPN), "certificate"
-        (server hooks) or "server_identity" (an async check_server_identity)."""
+    def pause_reason(self) -> PauseReason | None:
+        """Why the handshake waits (a :class:`PauseReason`, equal to its string):
+        "client_hello" (session store, ALPN), "certificate" (server hooks) or
+        "server_identity" (an async check_server_identity)."""
         if self._hello_state == "paused":
-            return "client_hello"
+            return PauseReason.CLIENT_HELLO
         if self.identity_check is not None:
-            return "server_identity"
-        return "certificate" if self._hook_state == "paused" else None
+            return PauseReason.SERVER_IDENTITY
+        return PauseReason.CERTIFICATE if self._hook_state == "paused" else None
 
     def do_handshake(self) -> bool:
         """Advance the handshake with what has been received; True once complete.
@@ -574,12 +549,10 @@ class TLSEngine:
         """
         if self._rejection is not None:
             raise self._rejection
-        lib.ERR_clear_error()
-        rc = lib.SSL_do_handshake(self._ssl)
+        rc, err = self._tls.do_handshake()
         if rc == 1:
             return self._complete_handshake()
-        err = lib.SSL_get_error(self._ssl, rc)
-        if err in (lib.SSL_ERROR_WANT_READ, lib.SSL_ERROR_WANT_X509_LOOKUP, _WANT_CLIENT_HELLO_CB):
+        if err in ossl.HANDSHAKE_WAITS:
             return False
         raise self._fail(rc, err)
 
@@ -591,21 +564,28 @@ class TLSEngine:
             self._hook_state = "done"
         return self.do_handshake()
 
-    def _on_early_client_hello(self) -> int:
+    # -- what OpenSSL's callbacks ask (the floor's ConnectionCallbacks) -----------------
+
+    @property
+    def reports_sessions(self) -> bool:
+        """Whether a hook wants each new session (server or client side)."""
+        return (self.on_new_session if self.server_side else self.on_session) is not None
+
+    def client_hello(self) -> int:
         """The ClientHello callback: note the SNI of each ClientHello; at the first,
         pause once if the caller has something to look up (session id, ALPN list)."""
-        ssl = self._ssl
+        tls = self._tls
         # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
         # resumption (none unless a servername callback accepted it): keep our own.
-        self._hello_sni = _hello_servername(_extended.client_hello_ext(ssl, _EXT_SERVER_NAME))
+        self._hello_sni = _hello_servername(tls.hello_extension(_EXT_SERVER_NAME))
         self._hello_seen = True
         if self._hello_state != "armed":
             return 1
         if self._external_sessions and self._may_end_below_tls13():
-            self.resume_session_id = _extended.client_hello_session_id(ssl) or None
+            self.resume_session_id = tls.hello_session_id() or None
         if self._choose_alpn:
-            wire = _extended.client_hello_ext(ssl, _EXT_ALPN)  # a 2-byte length, then the list
-            offered = list(b._alpn_offsets(wire[2:])) if wire else []
+            wire = tls.hello_extension(_EXT_ALPN)  # a 2-byte length, then the list
+            offered = list(alpn_offsets(wire[2:])) if wire else []
             self.alpn_offered = offered or None
         wanted = self.resume_session_id is not None or self.alpn_offered is not None
         self._hello_state = "paused" if wanted else "done"
@@ -614,11 +594,9 @@ class TLSEngine:
     def _may_end_below_tls13(self) -> bool:
         """Whether this ClientHello can end on TLS 1.2 or lower, the only versions that
         resume by session id (a TLS 1.3 ClientHello's id is a compatibility id)."""
-        if not _offers_tls13(_extended.client_hello_ext(self._ssl, _EXT_SUPPORTED_VERSIONS)):
+        if not _offers_tls13(self._tls.hello_extension(_EXT_SUPPORTED_VERSIONS)):
             return True
-        highest = _extended.ssl_ctrl(self._ssl, _CTRL_GET_MAX_PROTO_VERSION, 0)  # 0: no limit
-        no_tls13 = lib.SSL_get_options(self._ssl) & lib.SSL_OP_NO_TLSv1_3
-        return bool(no_tls13) or 0 < highest < _TLS1_3
+        return not self._tls.tls13_possible()
 
     def set_alpn_choice(self, protocol: bytes | None) -> None:
         """The answer to :attr:`alpn_offered` (before resume()); None refuses the
@@ -629,43 +607,47 @@ class TLSEngine:
         """The external store's answer for :attr:`resume_session_id` (before resume())."""
         self._resume_data = session_der
 
-    def _lookup_session(self, session_id: bytes) -> bytes | None:
+    def lookup_session(self, session_id: bytes) -> bytes | None:
         """OpenSSL's get-session callback: the session the store gave for this id."""
         return self._resume_data if session_id == self.resume_session_id else None
 
-    def _new_session(self, session: Any) -> None:
+    def new_session(self, session_id: bytes, session_der: bytes) -> None:
         """OpenSSL's new-session callback: hand the session to the side's hook."""
         if self.server_side and self.on_new_session is not None:
-            self.on_new_session(_extended.session_id(session), _extended.session_der(session))
+            self.on_new_session(session_id, session_der)
         elif not self.server_side and self.on_session is not None:
-            self.on_session(_extended.session_der(session))
+            self.on_session(session_der)
 
     @property
     def status_requested(self) -> bool:
         """Server: whether the client asked for a stapled OCSP response."""
-        if not _extended.features()["max_send_fragment"]:  # no SSL_ctrl: assume it did
-            return True
-        return _extended.ssl_ctrl(self._ssl, _GET_TLSEXT_STATUS_REQ_TYPE, 0) == 1
+        return self._tls.status_requested()
 
-    def _on_status(self) -> int:
-        """OpenSSL's status callback: staple (server) or collect (client) the response."""
+    def ocsp_status(self, stapled: bytes | None) -> bytes | None:
+        """OpenSSL's status callback: the response to staple (server), or the one
+        stapled (client, kept as :attr:`ocsp_response`)."""
         if self.server_side:
-            data = self.ocsp_response
-            if not data:
-                return int(lib.SSL_TLSEXT_ERR_NOACK)
-            buf = lib.OPENSSL_malloc(len(data))  # OpenSSL takes ownership
-            ffi.memmove(buf, data, len(data))
-            lib.SSL_set_tlsext_status_ocsp_resp(self._ssl, buf, len(data))
-            return int(lib.SSL_TLSEXT_ERR_OK)
-        out = ffi.new("unsigned char **")
-        n = lib.SSL_get_tlsext_status_ocsp_resp(self._ssl, out)
-        self.ocsp_response = ffi.buffer(out[0], n)[:] if n > 0 and out[0] != ffi.NULL else None
-        return 1
+            return self.ocsp_response
+        self.ocsp_response = stapled
+        return None
 
-    def _on_client_hello(self) -> int:
+    def keylog(self, line: bytes) -> None:
+        """OpenSSL's key-log callback: to the hook, if any."""
+        if self.on_keylog is not None:
+            self.on_keylog(line)
+
+    def verify(self, preverify_ok: bool, code: int, cert: Any) -> bool:
+        """OpenSSL's verify callback: note the certificate a verify error concerns (for
+        its message), then go on (the chain is judged after the handshake, as Node) or
+        let OpenSSL refuse."""
+        if not preverify_ok and cert is not None:
+            self._fault = (code, cert)
+        return self._judge_later or preverify_ok
+
+    def select_certificate(self) -> int:
         """The certificate callback's answer: 1 go on, -1 pause for hooks, 0 refuse."""
         if self.on_new_session is not None:
-            self._name_ticket_session()
+            self._tls.name_ticket_session()
         if self.handshake_complete:  # a client-initiated renegotiation
             if self.on_renegotiation is not None:
                 self._refusal = self.on_renegotiation()
@@ -675,21 +657,6 @@ class TLSEngine:
             return -1
         return 1
 
-    def _name_ticket_session(self) -> None:
-        """Give a new TLS 1.2 session that will go out as a ticket an id of its own.
-
-        OpenSSL leaves such a session without an id and never reports an id-less
-        session to the new-session callback, so on_new_session would miss every
-        TLS 1.2 handshake with tickets. With an id (sent in the ServerHello beside
-        the ticket, as RFC 5077 allows) the session is reported, and resumable by
-        id as well as by ticket.
-        """
-        ssl = self._ssl
-        if lib.SSL_version(ssl) >= _TLS1_3 or lib.SSL_session_reused(ssl):
-            return
-        session = lib.SSL_get_session(ssl)
-        if session != ffi.NULL and not _extended.session_id(session):
-            _extended.set_session_id(session, os.urandom(32))
     def _complete_handshake(self) -> bool:
         """OpenSSL is done: judge the peer. A client's last flight (its Finished) leaves
         only once the server is accepted, so a refused server never sees the handshake
@@ -703,7 +670,7 @@ class TLSEngine:
                 return False  # paused until finish_identity_check() and resume()
             held, self._held = self._held, b""
             if held and refusal is None:
-                lib.BIO_write(self._out, held, len(held))
+                self._tls.requeue(held)
         if refusal is not None:
             self._rejection = refusal
             raise refusal
@@ -778,13 +745,13 @@ class TLSEngine:
         """The peer's chain as OpenSSL verified it (a resumed session keeps its result)."""
         if peer is None:
             return TLSCertificateError("peer sent no certificate", code="UNABLE_TO_GET_ISSUER_CERT")
-        code = lib.SSL_get_verify_result(self._ssl)
+        code = self._tls.verify_result()
         return None if code == 0 else self._certificate_error(code)
 
     def _certificate_error(self, code: int) -> TLSCertificateError:
         """Node's message for a verify error, with the code, the certificate at fault
         (subject and issuer) and what to do about it."""
-        text = ffi.string(lib.X509_verify_cert_error_string(code)).decode()
+        text = SSLConnection.verify_error_string(code)
         name = verify_code_name(code)
         fault = self._fault[1] if self._fault and self._fault[0] == code else None
         cert = fault or self.get_peer_x509_certificate()
@@ -799,10 +766,6 @@ class TLSEngine:
         return TLSCertificateError(
             f"{message}; {hint}" if hint else message, code=name, reason=text
         )
-
-    def _note_verify_fault(self, code: int, cert: x509.Certificate) -> None:
-        """The verify callback's report of an error and the certificate it concerns."""
-        self._fault = (code, cert)
 
     def _identity_error(self, peer: x509.Certificate | None) -> TLSError | None:
         """Client: the server's identity (skipped when resuming a session, as Node does)."""
@@ -850,26 +813,23 @@ class TLSEngine:
         if self.server_side:
             self._verify_override = (request_cert, reject_unauthorized)
             self._set_peer_verify(request_cert, reject_unauthorized)
-            # A resumed renegotiation would skip the CertificateRequest.
-            lib.SSL_set_options(self._ssl, _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION)
-        lib.ERR_clear_error()
-        if self.get_protocol() == "TLSv1.3":
-            if not (self.server_side and request_cert):
-                raise TLSError(
-                    "TLS 1.3 has no renegotiation; only a server may request a client"
-                    " certificate after the handshake (request_cert=True)",
-                    code="ERR_TLS_RENEGOTIATION_UNSUPPORTED",
-                )
-            if lib.SSL_verify_client_post_handshake(self._ssl) != 1:
-                raise self._fail(0, lib.SSL_ERROR_SSL)  # e.g. the client did not offer PHA
-        elif lib.SSL_renegotiate(self._ssl) != 1:
-            raise self._fail(0, lib.SSL_ERROR_SSL)
+        tls13 = self.get_protocol() == "TLSv1.3"
+        if tls13 and not (self.server_side and request_cert):
+            raise TLSError(
+                "TLS 1.3 has no renegotiation; only a server may request a client"
+                " certificate after the handshake (request_cert=True)",
+                code="ERR_TLS_RENEGOTIATION_UNSUPPORTED",
+            )
         # Every handshake (and TLS 1.3 post-handshake auth) ends with a new peer
         # Finished: its change is how completion shows, without an info callback.
-        self._renegotiating = self.get_peer_finished()
-        rc = lib.SSL_do_handshake(self._ssl)
-        if rc != 1 and lib.SSL_get_error(self._ssl, rc) != lib.SSL_ERROR_WANT_READ:
-            raise self._fail(rc)
+        finished = self.get_peer_finished()
+        started = self._tls.start_renegotiation(tls13, fresh_session=self.server_side)
+        if started is None:  # e.g. a TLS 1.3 client that did not offer post-handshake auth
+            raise self._fail(0, ossl.ERROR_SSL)
+        self._renegotiating = finished
+        rc, err = started
+        if rc != 1 and err != ossl.ERROR_WANT_READ:
+            raise self._fail(rc, err)
 
     @property
     def renegotiating(self) -> bool:
@@ -893,17 +853,18 @@ class TLSEngine:
         client tries; a client declines the server's HelloRequest.
         """
         if not self.server_side:
-            lib.SSL_set_options(self._ssl, _OP_NO_RENEGOTIATION)
+            self._tls.refuse_renegotiation()
         self.on_renegotiation = lambda: TLSError(
             "TLS session renegotiation disabled for this socket",
             code="ERR_TLS_RENEGOTIATION_DISABLED",
         )
 
-    @property
-    def _alpn_configured(self) -> bool:
-        return self._choose_alpn or self.alpn_select is not None or bool(self._context._alpn_list)
-
-    def _select_alpn(self, offered: list[bytes]) -> bytes | None:
+    def select_alpn(self, offered: list[bytes]) -> bytes | Literal[False] | None:
+        """OpenSSL's ALPN callback (server): the answer given at the ClientHello pause,
+        the selector's, or the first of the context's list the client offers (Node's
+        rule); False when this server has no ALPN (the extension is ignored)."""
+        if not (self._choose_alpn or self.alpn_select is not None or self._context._alpn_list):
+            return False
         if self._choose_alpn:  # answered at the ClientHello pause
             return self._alpn_choice if self._alpn_choice in offered else None
         if self.alpn_select is not None:
@@ -915,7 +876,7 @@ class TLSEngine:
 
     def set_context(self, context: SecureContext) -> None:
         """Switch this server connection to another context (SNI), before resuming."""
-        self._conn.set_context(context._ctx)
+        self._tls.set_context(context._ctx)
         self._context = context
         self._apply_server_verify()
 
@@ -926,13 +887,10 @@ class TLSEngine:
 
     def _fail(self, rc: int, err: int | None = None) -> TLSError:
         """Build the error for a failed OpenSSL call; its alert stays queued to send."""
-        if err is None:
-            err = lib.SSL_get_error(self._ssl, rc)
-        reasons = b.error_queue()
-        verify = lib.SSL_get_verify_result(self._ssl)
+        err, reasons, verify = self._tls.failure(rc, err)
         if verify != 0 and "certificate verify failed" in reasons:
             return self._certificate_error(verify)
-        if err == lib.SSL_ERROR_SYSCALL and not reasons:
+        if err == ossl.ERROR_SYSCALL and not reasons:
             reasons = ["unexpected eof while reading"]
         reason = reasons[0] if reasons else "TLS failure"
         code = "ERR_SSL_" + reason.upper().replace(" ", "_").replace("-", "_")
@@ -949,9 +907,7 @@ class TLSEngine:
             return
         self.close_notify_sent = True
         if self.handshake_complete:
-            lib.ERR_clear_error()
-            lib.SSL_shutdown(self._ssl)
-            b.error_queue()
+            self._tls.shutdown()
 
     def release(self) -> None:
         """Forget the connection after it ended, cleanly or not.
@@ -960,16 +916,14 @@ class TLSEngine:
         without a shutdown; like nginx we mark the shutdown done so TLS 1.2 session
         resumption survives peer resets and EOFs without close_notify.
         """
-        if self.handshake_complete:
-            lib.SSL_set_shutdown(self._ssl, lib.SSL_SENT_SHUTDOWN | lib.SSL_RECEIVED_SHUTDOWN)
-        self._conn.set_app_data(None)
+        self._tls.release(self.handshake_complete)
 
     # -- what was negotiated ---------------------------------------------------------
 
     @property
-    def connection(self) -> SSL.Connection:
-        """The pyOpenSSL Connection (for getters aiotls does not wrap)."""
-        return self._conn
+    def connection(self) -> Any:
+        """The pyOpenSSL ``Connection`` (for getters aiotls does not wrap)."""
+        return self._tls.pyopenssl
 
     @property
     def servername(self) -> str | None:
@@ -978,34 +932,27 @@ class TLSEngine:
             return self.server_hostname
         if self._hello_seen:
             return self._hello_sni
-        name = lib.SSL_get_servername(self._ssl, lib.TLSEXT_NAMETYPE_host_name)
-        return None if name == ffi.NULL else ffi.string(name).decode("ascii", "replace")
+        return self._tls.servername()
 
     @property
     def verify_error(self) -> str | None:
         """OpenSSL's verify error name for the peer's chain, or None if it verified."""
-        code = lib.SSL_get_verify_result(self._ssl)
+        code = self._tls.verify_result()
         return None if code == 0 else verify_code_name(code)
 
     def get_protocol(self) -> str | None:
         """ "TLSv1.3", "TLSv1.2", ...; "unknown" before the handshake completes."""
         if not self.handshake_complete:
             return "unknown"
-        return self._conn.get_protocol_version_name()
+        return self._tls.protocol_name()
 
     def get_cipher(self) -> dict[str, str] | None:
         """Node's ``{"name", "standardName", "version"}`` for the negotiated suite."""
-        name = self._conn.get_cipher_name()
-        if name is None:
+        cipher = self._tls.cipher()
+        if cipher is None:
             return None
-        standard = None
-        if _extended.features()["standard_cipher_name"]:
-            standard = _extended.cipher_standard_name(self._ssl)
-        return {
-            "name": name,
-            "standardName": standard or standard_name(name),
-            "version": self._conn.get_cipher_version() or "unknown",
-        }
+        name, standard, version = cipher
+        return {"name": name, "standardName": standard or standard_name(name), "version": version}
 
     def get_ephemeral_key_info(self) -> dict[str, Any]:
         """Node's getEphemeralKeyInfo() for the key exchange (meaningful on the client).
@@ -1016,9 +963,7 @@ class TLSEngine:
         reported as ``{"type": "KEM", "name": "X25519MLKEM768"}``.
         """
         group = self.get_group_name()
-        info = None
-        if _extended.features()["peer_tmp_key"]:
-            info = _extended.peer_tmp_key_info(self._ssl)
+        info = self._tls.peer_tmp_key()
         if info is None:
             return {"type": "KEM", "name": group} if group and "MLKEM" in group else {}
         kind, bits = info
@@ -1029,15 +974,14 @@ class TLSEngine:
 
     def set_max_send_fragment(self, size: int) -> bool:
         """Cap outgoing records at ``size`` bytes (512..16384); False outside that range."""
-        _extended.require("max_send_fragment", "set_max_send_fragment")
-        return _extended.set_max_send_fragment(self._ssl, size)
+        return self._tls.set_max_send_fragment(size)
 
     @property
     def npn_protocol(self) -> str | bool:
         """The NPN result (Node's npnProtocol), False when none; ALPN wins when both."""
-        if not _extended.features()["npn"] or self.alpn_protocol:
+        if self.alpn_protocol:
             return False
-        proto = _extended.npn_negotiated(self._ssl)
+        proto = self._tls.npn_protocol()
         return proto.decode("ascii", "replace") if proto else False
 
     def get_tls_ticket(self) -> bytes | None:
@@ -1048,17 +992,17 @@ class TLSEngine:
     @property
     def alpn_protocol(self) -> str | bool:
         """The negotiated ALPN protocol, or False (Node's alpnProtocol)."""
-        proto = self._conn.get_alpn_proto_negotiated()
+        proto = self._tls.alpn_protocol()
         return proto.decode() if proto else False
 
     @property
     def session_reused(self) -> bool:
         """True when the handshake resumed a session."""
-        return bool(lib.SSL_session_reused(self._ssl))
+        return self._tls.session_reused()
 
     def get_group_name(self) -> str | None:
         """The key-exchange group negotiated (X25519MLKEM768, X25519, ...)."""
-        return self._conn.get_group_name()
+        return self._tls.group_name()
 
     def get_peer_certificate(self, detailed: bool = False) -> dict[str, Any]:
         """Node's getPeerCertificate(detailed): {} when the peer sent none."""
@@ -1074,33 +1018,21 @@ class TLSEngine:
 
     def get_peer_x509_certificate(self) -> x509.Certificate | None:
         """The peer's leaf certificate as a cryptography object."""
-        return self._conn.get_peer_certificate(as_cryptography=True)
+        return self._tls.peer_certificate()
 
     def get_peer_x509_chain(self) -> list[x509.Certificate]:
         """The peer's chain, leaf first: as verified up to our trust anchor when it
         verified (so it ends at the root, as Node's detailed certificate does),
         else as the peer sent it."""
-        chain = self._conn.get_verified_chain(as_cryptography=True)
-        if not chain:
-            chain = self._conn.get_peer_cert_chain(as_cryptography=True)
-        return list(chain or [])
+        return self._tls.peer_chain()
 
     def get_x509_certificate(self) -> x509.Certificate | None:
         """Our own certificate, as a cryptography object."""
-        cert = self._conn.get_certificate(as_cryptography=True)
-        return cert
+        return self._tls.certificate()
 
     def get_session(self) -> bytes | None:
         """The current session, DER-encoded, for ``session=`` on a later connection."""
-        sess = lib.SSL_get_session(self._ssl)
-        if sess == ffi.NULL:
-            return None
-        n = lib.i2d_SSL_SESSION(sess, ffi.NULL)
-        if n <= 0:
-            return None
-        out = ffi.new("unsigned char[]", n)
-        lib.i2d_SSL_SESSION(sess, ffi.new("unsigned char **", out))
-        return ffi.buffer(out, n)[:]  # type: ignore[no-any-return]
+        return self._tls.session()
 
     def export_keying_material(
         self, length: int, label: str | bytes, context: bytes | None = None
@@ -1108,12 +1040,12 @@ class TLSEngine:
         """RFC 5705 keying material (Node's exportKeyingMaterial)."""
         if isinstance(label, str):
             label = label.encode()
-        return self._conn.export_keying_material(label, length, context)
+        return self._tls.export_keying_material(label, length, context)
 
     def get_finished(self) -> bytes | None:
         """The last Finished message we sent."""
-        return self._conn.get_finished()
+        return self._tls.finished()
 
     def get_peer_finished(self) -> bytes | None:
         """The last Finished message the peer sent."""
-        return self._conn.get_peer_finished()
+        return self._tls.peer_finished()

@@ -28,7 +28,6 @@ from typing import (
 
 from cryptography import x509
 
-from . import _extended
 from .context import (
     CONTEXT_OPTIONS,
     ContextOptions,
@@ -43,7 +42,7 @@ from .context import (
 from .stapling import MustStaple, OCSPStapler
 
 if TYPE_CHECKING:
-    from .transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
+    from ._aio.transport import TLSTransport  # noqa: F401 (quoted in the hook aliases)
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
@@ -99,8 +98,8 @@ ClientErrorHook = Hook[[Exception, "TLSTransport"], object]
 #: on_keylog(line): one NSS key-log line (bytes, with its newline).
 KeylogHook = Hook[[bytes], object]
 #: check_server_identity(hostname, cert): None, or the error to refuse the server with
-#: (raising it works too). A plain function: it runs inside the handshake.
-CheckServerIdentity = Callable[[str, dict[str, Any]], BaseException | None]
+#: (raising it works too). Plain or async: an async one pauses the handshake until it answers.
+CheckServerIdentity = Hook[[str, dict[str, Any]], BaseException | None]
 #: on_ocsp_response(response): the stapled OCSP response, or None when none came.
 OCSPResponseHook = Hook[[bytes | None], object]
 #: on_session(session_data): a session (ticket) to resume with later as ``session=``.
@@ -420,8 +419,6 @@ def split(
         if not server_side:
             raise TypeError("alpn_protocols: a callable is a server option; clients give a list")
         alpn_callback = ctx_kwargs.pop("alpn_protocols")
-        if inspect.iscoroutinefunction(alpn_callback):  # awaited at the ClientHello pause
-            _extended.require("client_hello_cb", "alpn_protocols")
     if context is None:
         context = create_secure_context(**ctx_kwargs)
     elif not isinstance(context, SecureContext):
@@ -473,4 +470,17 @@ def split(
         on_ocsp_response=_hook("on_ocsp_response", conn_kwargs.get("on_ocsp_response")),
         on_session=_hook("on_session", conn_kwargs.get("on_session")),
     )
+    prepare(context, opts)
     return context, opts
+
+
+def prepare(context: SecureContext, opts: ConnectionOptions) -> None:
+    """Have ``context`` ready for what ``opts`` ask (features checked, naming the option;
+    session cache modes added), here at the front door rather than per connection."""
+    context._prepare(
+        client_sessions=opts.on_session is not None,
+        session_store=opts.on_resume_session is not None,
+        async_alpn=inspect.iscoroutinefunction(opts.alpn_callback),
+        new_sessions=opts.on_new_session is not None,
+        keylog=opts.on_keylog is not None,
+    )

@@ -43,9 +43,9 @@ import pytest
 from cryptography import x509
 
 from . import pki
-from .client import open_connection
+from ._aio.client import open_connection
+from ._aio.server import Server, start_server
 from .errors import TLSError
-from .server import Server, start_server
 
 if TYPE_CHECKING or importlib.util.find_spec("pytest_asyncio"):
     from pytest_asyncio import fixture as _async_fixture

@@ -8,7 +8,7 @@ takes each record and echoes its plaintext, on one of three paths:
 
 * engine: today's transport over the engine (receive_data, read until empty, send and
   take_output per write, take_output at the end, as TLSTransport._deliver and write do);
-* fallback: aiotls._datapath.DataPath (pure Python);
+* fallback: aiotls._openssl.datapath.DataPath (pure Python);
 * compiled: aiotls._speedups.DataPath (Cython), when it was built.
 
 Reported per message: the server's time (best of the repeats), the Python frames it runs
@@ -33,7 +33,7 @@ import trustme
 
 import aiotls
 from aiotls import TLSEngine, _datapath
-from aiotls._fnptrs import engine_pointers, openssl_functions
+from aiotls._openssl.fnptrs import openssl_functions
 
 MESSAGE = bytes(range(256)) * 4  # 1 KiB
 
@@ -103,7 +103,7 @@ def server_path(name: str, server: TLSEngine, sink: Callable[[Any], object]) -> 
     if name == "engine":
         return EngineTransport(server, app, sink)
     cls = _datapath.DataPath if name == "fallback" else compiled()
-    dp = cls(*engine_pointers(server), openssl_functions(), app, sink, server)
+    dp = cls(*server.raw_addresses(), openssl_functions(), app, sink, server)
     app.write = dp.write
     return dp
 

@@ -168,7 +168,7 @@ async def test_without_extended_access_plain_selectors_still_work(
 ) -> None:
     """No ClientHello callback: OpenSSL's ALPN callback asks a plain selector, as before
     (a raising one is logged); an async one is refused at the call that received it."""
-    from aiotls import _extended
+    from aiotls._openssl import extended as _extended
 
     monkeypatch.setattr(_extended, "_library_path", lambda: "/nonexistent/_rust.abi3.so")
     monkeypatch.setattr(_extended, "_resolver", None)

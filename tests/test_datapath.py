@@ -1,4 +1,4 @@
-"""The per-record data path (aiotls._speedups and its fallback aiotls._datapath), driven
+"""The per-record data path (aiotls._speedups and its fallback aiotls._openssl.datapath), driven
 over real engines: a client TLSEngine and a server whose post-handshake data path is a
 DataPath built from the server engine's own SSL* and BIOs, pumped in memory."""
 
@@ -17,11 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import aiotls
-from aiotls import TLSEngine, TLSError, _datapath
-from aiotls._datapath import CLOSE_NOTIFY, ERROR, PAUSED, error_reasons
-from aiotls._fnptrs import engine_pointers, openssl_functions
-from aiotls._speedups_loader import NO_EXTENSIONS
-from aiotls.engine import lib
+from aiotls import TLSEngine, TLSError
+from aiotls._openssl import datapath as _datapath
+from aiotls._openssl.binding import ffi, lib
+from aiotls._openssl.datapath import CLOSE_NOTIFY, ERROR, PAUSED, error_reasons
+from aiotls._openssl.fnptrs import openssl_functions
+from aiotls._openssl.speedups import NO_EXTENSIONS
 
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -103,7 +104,7 @@ class Pair:
         self._handshake()
         self.sent: list[bytes | bytearray] = []
         self.dp = impl(
-            *engine_pointers(self.server),
+            *self.server.raw_addresses(),
             openssl_functions(),
             protocol,
             self.sent.append,
@@ -136,7 +137,7 @@ class Pair:
 
     def want_read(self) -> bool:
         """OpenSSL's SSL_want_read on the server: True only after a read found no data."""
-        return bool(lib.SSL_want_read(self.server._ssl))
+        return bool(lib.SSL_want_read(ffi.cast("SSL *", self.server.raw_addresses()[0])))
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +341,7 @@ def test_set_protocol_switches_delivery(impl: type[Any], contexts) -> None:
 
 def test_bad_arguments_raise_at_construction(impl: type[Any], contexts) -> None:
     engine = TLSEngine(contexts[0], server_side=True)
-    pointers, table = engine_pointers(engine), openssl_functions()
+    pointers, table = engine.raw_addresses(), openssl_functions()
     with pytest.raises(ValueError, match="NULL"):
         impl(0, *pointers[1:], table, Recorder(), print)
     with pytest.raises(ValueError, match="functions"):
@@ -352,18 +353,18 @@ def test_bad_arguments_raise_at_construction(impl: type[Any], contexts) -> None:
 def test_the_function_table_is_cryptographys_own_openssl() -> None:
     """Every address is what cffi gives for cryptography's compiled lib, with the C type
     the compiled data path casts it to."""
-    from aiotls._extended import _cffi_lib
-    from aiotls._fnptrs import FUNCTIONS, ffi
+    from aiotls._openssl.binding import original_lib
+    from aiotls._openssl.fnptrs import FUNCTIONS, ffi
 
     for (name, ctype), address in zip(FUNCTIONS, openssl_functions(), strict=True):
-        pointer = ffi.addressof(_cffi_lib(), name)
+        pointer = ffi.addressof(original_lib(), name)
         assert ffi.typeof(pointer) == ffi.typeof(ctype)
         assert int(ffi.cast("uintptr_t", pointer)) == address
 
 
 @pytest.mark.parametrize("env", [{}, {"AIOTLS_NO_EXTENSIONS": "1"}])
 def test_the_loader_picks_the_compiled_path_unless_told_not_to(env: dict[str, str]) -> None:
-    code = "from aiotls import _speedups_loader as s; print(s.COMPILED, s.DataPath.__module__)"
+    code = "from aiotls._openssl import speedups as s; print(s.COMPILED, s.DataPath.__module__)"
     environ = {k: v for k, v in os.environ.items() if k != "AIOTLS_NO_EXTENSIONS"}
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -374,7 +375,7 @@ def test_the_loader_picks_the_compiled_path_unless_told_not_to(env: dict[str, st
         check=True,
     ).stdout.split()
     if env:
-        assert out == ["False", "aiotls._datapath"]
+        assert out == ["False", "aiotls._openssl.datapath"]
     else:
         compiled_class()  # skips (or fails on CI) when the extension was not built
         assert out == ["True", "aiotls._speedups"]

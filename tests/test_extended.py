@@ -1,4 +1,4 @@
-"""Extended OpenSSL access (aiotls._extended), proved on real in-memory handshakes.
+"""Extended OpenSSL access (aiotls._openssl.extended), proved on real in-memory handshakes.
 
 Both ends are pyOpenSSL Connections over memory BIOs in this process, so every wrapper
 is exercised against the same OpenSSL that pyOpenSSL uses, with no sockets.
@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from OpenSSL._util import ffi, lib
 
-from aiotls import _extended as ext
+from aiotls._openssl import extended as ext
+from aiotls._openssl.binding import original_lib
 from aiotls.errors import TLSError, TLSFeatureUnavailable
 
 pytestmark = pytest.mark.skipif(
@@ -175,7 +176,7 @@ def test_load_bias_validated_against_cffi_wrappers() -> None:
     assert mapping is not None
     # cffi's ffi.addressof gives the _cffi_d_ wrapper, which the symtab also lists.
     name = "SSL_get_servername"
-    addr = int(ffi.cast("uintptr_t", ffi.addressof(ext._cffi_lib(), name)))
+    addr = int(ffi.cast("uintptr_t", ffi.addressof(original_lib(), name)))
     assert addr == mapping.bias + resolver._values[f"_cffi_d_{name}"]
     assert resolver._validate(mapping) is None
     # A bias that is off by one page is caught.

@@ -99,7 +99,7 @@ def test_sdist_builds_a_wheel_that_installs_and_runs_the_demo(tmp_path: Path) ->
     loaded = sh(
         env_dir / "bin" / "python",
         "-c",
-        "import aiotls._speedups_loader as s; print(s.COMPILED, s.DataPath.__module__)",
+        "import aiotls._openssl.speedups as s; print(s.COMPILED, s.DataPath.__module__)",
         cwd=tmp_path,
     )
     assert loaded.split() == ["True", "aiotls._speedups"]

@@ -148,7 +148,10 @@ async def test_openssl_s_client_R_command(server_ctx, server_files, allow: bool)
     """s_client's "R" renegotiates when allowed; otherwise OpenSSL says no_renegotiation."""
     require("openssl")
 
+    connected: asyncio.Future[aiotls.TLSTransport] = asyncio.get_running_loop().create_future()
+
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set_result(writer.transport)  # type: ignore[arg-type]
         with contextlib.suppress(aiotls.TLSError):  # refused: s_client gives up with an alert
             await echo(reader, writer)
 
@@ -157,10 +160,14 @@ async def test_openssl_s_client_R_command(server_ctx, server_files, allow: bool)
                 "-CAfile", server_files["ca"], "-servername", "localhost"]  # fmt: skip
         async with run_peer(*argv) as peer:
             await peer.wait_for_output(r"(Verify return code: 0)")
+            server_side = await connected
+            first_finished = server_side.get_finished()
             await peer.feed(b"R\n", close=False)
             await peer.wait_for_output(r"(RENEGOTIATING)", stream="stderr")
             if allow:
-                await asyncio.sleep(0.2)
+                # The server sent a new Finished: the renegotiation is done on its side.
+                await eventually(lambda: server_side.get_finished() != first_finished)
+                assert server_side.get_finished() != first_finished
                 await peer.feed(b"after\n", close=False)
                 await peer.wait_for_output(r"^(after)$")
             else:

@@ -15,7 +15,7 @@ from peers import HOST
 from util import echo, tls_server
 
 import aiotls
-from aiotls import transport
+from aiotls._aio import transport
 
 OP_NO_TICKET = 0x4000
 pytestmark = pytest.mark.skipif(

@@ -74,6 +74,10 @@ async def fetch(session_id: bytes) -> bytes | None:
     return None
 
 
+async def identity(hostname: str, cert: dict[str, Any]) -> Exception | None:
+    return None  # an async check_server_identity pauses the handshake
+
+
 def staple(cert: Any, issuer: Any) -> bytes | None:
     return None
 
@@ -104,6 +108,7 @@ async def main(config: dict[str, Any]) -> None:
     await aiotls.open_connection("localhost", 443, **config)  # options from a config file
     await aiotls.start_tls(writer, server_side=True, sni_callback=sni, key="...")
     await aiotls.start_tls(writer, servername="localhost", on_session=print)
+    await aiotls.open_connection("localhost", 443, check_server_identity=identity)
 """
 
 

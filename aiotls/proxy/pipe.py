@@ -16,19 +16,31 @@ import asyncio
 import datetime
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from .._cli_common import handshake_facts
 from ..errors import TLSHandshakeTimeout
 from .accesslog import ja4
-from .config import Route
+from .config import ProxyConfig, Route
+from .metrics import Metrics
 from .proxy_protocol import TLSFacts, encode_v2
 from .routing import NoRoute, RouteTable, client_cn, refusal
 
-if TYPE_CHECKING:
-    from .service import Proxy
+__all__ = ["Pipe", "PipeOwner"]
 
-__all__ = ["Pipe"]
+
+class PipeOwner(Protocol):
+    """What a pipe asks of the proxy that owns it (aiotls.proxy.service.Proxy)."""
+
+    config: ProxyConfig
+    table: RouteTable
+    metrics: Metrics
+
+    def admit(self, pipe: Pipe) -> bool: ...
+
+    def count_bytes(self, pipe: Pipe, direction: str, n: int) -> None: ...
+
+    def finished(self, pipe: Pipe, route: str, outcome: str, record: dict[str, Any]) -> None: ...
 
 log = logging.getLogger("aiotls.proxy")
 
@@ -87,7 +99,7 @@ class _Backend(asyncio.Protocol):
 class Pipe(asyncio.Protocol):
     """The application protocol of one accepted TLS connection (made at accept time)."""
 
-    def __init__(self, proxy: Proxy, table: RouteTable) -> None:
+    def __init__(self, proxy: PipeOwner, table: RouteTable) -> None:
         self._proxy = proxy
         self._table = table  # the configuration generation current at accept
         self._loop = asyncio.get_running_loop()

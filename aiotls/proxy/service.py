@@ -19,9 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import features
-from ..server import Server, create_server
-from ..transport import TLSTransport
+from .. import Server, TLSTransport, create_server, features
 from .accesslog import AccessLog
 from .config import ProxyConfig, ProxyConfigError, load_config
 from .metrics import Labels, Metrics, serve_metrics

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import certinfo
+from .. import certinfo
 
 if TYPE_CHECKING:
-    from .engine import TLSEngine
-    from .transport import TLSTransport
+    from ..engine import TLSEngine
 
 __all__ = ["SSLObjectShim", "TLSSocket", "TLSSocketMixin"]
 
@@ -158,7 +157,7 @@ class TLSSocket:
 
     __slots__ = ("transport",)
 
-    def __init__(self, transport: TLSTransport) -> None:
+    def __init__(self, transport: TLSSocketMixin) -> None:
         self.transport = transport
 
     def get_protocol(self) -> str | None:
@@ -174,7 +173,7 @@ class SSLObjectShim:
 
     __slots__ = ("_tls",)
 
-    def __init__(self, tls: TLSTransport) -> None:
+    def __init__(self, tls: TLSSocketMixin) -> None:
         self._tls = tls
 
     def getpeercert(self, binary_form: bool = False) -> Any:

@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Unpack
 
-from . import _extended
-from . import options as _options
-from .context import ContextOptions, SecureContext, create_secure_context, with_options
-from .errors import TLSConfigError
-from .stapling import StapleState
+from .. import options as _options
+from ..context import ContextOptions, SecureContext, create_secure_context, with_options
+from ..errors import TLSConfigError
+from ..stapling import StapleState
 from .streams import StreamProtocol
 from .transport import TLSTransport
 
@@ -145,6 +144,7 @@ class Server:
             context_or_options = create_secure_context(**context_or_options)
         if not isinstance(context_or_options, SecureContext):
             raise TypeError("set_secure_context: expected a SecureContext or an options dict")
+        _options.prepare(context_or_options, self._options)
         if self._stapler is not None and not self._closed:
             self._stapler.add_context(context_or_options)
             self._stapler.discard_context(self._context)
@@ -167,6 +167,7 @@ class Server:
             context_or_options = create_secure_context(**context_or_options)
         if not isinstance(context_or_options, SecureContext):
             raise TypeError("add_context: expected a SecureContext or an options dict")
+        _options.prepare(context_or_options, self._options)
         if self._stapler is not None and not self._closed:
             self._stapler.add_context(context_or_options)
         pattern = (
@@ -191,18 +192,12 @@ class Server:
 
     def get_ticket_keys(self) -> bytes:
         """The 80-byte session ticket keys (16-byte name, 32 HMAC, 32 AES) in use."""
-        _extended.require("ticket_keys", "get_ticket_keys")
-        return _extended.get_ticket_keys(self._context._ctx._context)
+        return self._context.get_ticket_keys()
 
     def set_ticket_keys(self, keys: bytes) -> None:
         """Rotate the ticket keys (80 bytes, OpenSSL's layout); tickets under other keys
         then get a full handshake. A bad length raises ValueError and keeps the old keys."""
-        if not isinstance(keys, bytes | bytearray):
-            raise TypeError("set_ticket_keys: expected 80 bytes")
-        if len(keys) != 80:
-            raise ValueError(f"set_ticket_keys: expected 80 bytes, got {len(keys)}")
-        _extended.require("ticket_keys", "set_ticket_keys")
-        _extended.set_ticket_keys(self._context._ctx._context, bytes(keys))
+        self._context.set_ticket_keys(keys)
 
     def ocsp_status(self) -> dict[str, StapleState]:
         """With ``ocsp_stapling``: each certificate's OCSP stapling state (status,

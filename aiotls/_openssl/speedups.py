@@ -1,10 +1,10 @@
 """The data path in use: the compiled ``aiotls._speedups`` when it was built and its
-OpenSSL functions resolve, else the pure-Python ``aiotls._datapath`` of the same
+OpenSSL functions resolve, else the pure-Python ``aiotls._openssl.datapath`` of the same
 behaviour. ``AIOTLS_NO_EXTENSIONS=1`` (read at import) forces the fallback.
 
 Build one per established connection::
 
-    DataPath(*engine_pointers(engine), openssl_functions(), protocol, raw.write, engine)
+    DataPath(*engine.raw_addresses(), openssl_functions(), protocol, raw.write, engine)
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import logging
 import os
 from typing import TYPE_CHECKING
 
-from . import _datapath
-from ._datapath import CLOSE_NOTIFY, ERROR, PAUSED, error_reasons
-from ._fnptrs import engine_pointers, openssl_functions
+from . import datapath as _datapath
+from .datapath import CLOSE_NOTIFY, ERROR, PAUSED, error_reasons
+from .fnptrs import openssl_functions
 
 if TYPE_CHECKING:
-    from . import _speedups
+    from .. import _speedups
 
 __all__ = [
     "CLOSE_NOTIFY",
@@ -27,7 +27,6 @@ __all__ = [
     "NO_EXTENSIONS",
     "PAUSED",
     "DataPath",
-    "engine_pointers",
     "error_reasons",
     "openssl_functions",
 ]
@@ -43,7 +42,7 @@ def _select() -> tuple[type[_datapath.DataPath] | type[_speedups.DataPath], bool
     if NO_EXTENSIONS:
         return _datapath.DataPath, False
     try:
-        from . import _speedups
+        from .. import _speedups
     except ImportError as exc:  # installed without a compiler or Cython
         log.debug("aiotls: the pure-Python data path (aiotls._speedups not built: %s)", exc)
         return _datapath.DataPath, False

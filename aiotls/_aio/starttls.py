@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal, Unpack, overload
 
-from . import options as _options
-from .context import SecureContext, with_options
+from .. import options as _options
+from ..context import SecureContext, with_options
+from .streams import StreamParts
 from .transport import TLSTransport
 
 __all__ = ["start_tls"]
@@ -93,19 +94,16 @@ async def start_tls(
     if isinstance(writer_or_transport, asyncio.StreamWriter):
         writer = writer_or_transport
         await writer.drain()
-        stream_protocol: Any = writer._protocol  # type: ignore[attr-defined]
-        reader: asyncio.StreamReader = stream_protocol._stream_reader
+        parts = StreamParts(writer)
         tls = await _upgrade(
             writer.transport,  # type: ignore[arg-type]
-            stream_protocol,
+            parts.protocol,
             server_side=server_side,
             context=context,
             kwargs=kwargs,
-            buffered=reader._buffer,  # type: ignore[attr-defined]
+            buffered=parts.buffered(),
         )
-        writer._transport = tls  # type: ignore[attr-defined]
-        stream_protocol._transport = tls
-        reader._transport = tls  # type: ignore[attr-defined]
+        parts.move_to(tls)
         return None
     transport = writer_or_transport
     app = protocol if protocol is not None else transport.get_protocol()

@@ -1,29 +1,50 @@
 """TLSTransport: an asyncio Transport that runs a TLSEngine over a raw socket transport.
 
-Two objects per connection, as in CPython's sslproto: :class:`_RawProtocol` is the
-BufferedProtocol on the socket transport and forwards its events here;
-:class:`TLSTransport` is the state machine and the Transport the application
-protocol (a Protocol or a BufferedProtocol) sees. It is also Node's ``TLSSocket``
-surface (``get_extra_info("tls")`` returns it).
+Design
+------
+Two objects per connection, as in CPython's sslproto and uvloop's: :class:`_RawProtocol`
+is the BufferedProtocol on the socket transport and forwards its events here;
+:class:`TLSTransport` is the state machine and the Transport the application protocol
+(a Protocol or a BufferedProtocol) sees. It is also Node's ``TLSSocket`` surface
+(``get_extra_info("tls")`` returns it). The engine (sans-I/O) holds the TLS rules; this
+module only moves bytes, runs hooks and keeps asyncio's contracts.
 
-States: HANDSHAKING -> OPEN -> CLOSING -> CLOSED (and HANDSHAKING -> CLOSED on
-failure). The application protocol gets ``connection_made`` only once the
-handshake succeeded, and then exactly one ``connection_lost``. While the handshake
-waits for an async hook (a server's SNI, OCSP or session-store hook, a client's
-on_ocsp_response, a server's async on_new_session) it is WAITING_FOR_HOOK: the socket
-is not read, so a peer that keeps sending fills only the kernel's buffers.
+States (``_TRANSITIONS`` lists every allowed move; ``_set_state`` is the only writer)::
 
-Closing follows uvloop's stricter rules: ``close()`` sends what the application
-wrote, then close_notify, then waits at most ``shutdown_timeout`` seconds for the
-peer's close_notify, discarding any data that arrives meanwhile. A TCP EOF without
-close_notify is a truncation attack as far as TLS can tell, so it is reported as
-``connection_lost(TLSError("ERR_SSL_UNEXPECTED_EOF_WHILE_READING"))`` unless the
-connection was opened with ``suppress_ragged_eofs=True``.
+    HANDSHAKING <-> WAITING_FOR_HOOK      (a hook is awaited; the socket is not read)
+    HANDSHAKING -> OPEN -> CLOSING -> CLOSED
+    any state before OPEN -> CLOSED       (a handshake failure: the waiter gets it)
 
-``write_eof()`` sends close_notify and keeps reading (Node's allowHalfOpen). On
-TLS 1.3 the peer may go on writing until its own close_notify. RFC 5246 (TLS 1.2)
-asks a peer that receives close_notify to answer with its own and stop, which
-OpenSSL-based peers do at once; data already in flight still arrives.
+The application protocol gets ``connection_made`` only once the handshake succeeded
+and its hooks agreed, then exactly one ``connection_lost``. Beside the state, a few
+independent facts are flags: flow control in each direction (``_reading_paused``,
+``_writing_paused``), the half-closes (``_eof_sent``: our close_notify; ``_peer_closed``:
+theirs), and whether the application was connected. One timer per purpose:
+``_handshake_timer`` (handshake_timeout, hooks included), ``_shutdown_timer``
+(shutdown_timeout in CLOSING); ``_hook_task`` is the awaited hook.
+
+Buffers: received bytes land in one per-thread buffer shared by every connection
+(``_recv_buffer``) and go straight into the engine's incoming BIO; plaintext waits in
+OpenSSL, not here, while reading is paused; ciphertext goes to the socket transport at
+once, whose write buffer (and its limits) is the only one on the way out.
+
+Closing follows uvloop's stricter rules: ``close()`` sends what the application wrote,
+then close_notify, then waits at most ``shutdown_timeout`` seconds for the peer's
+close_notify, discarding any data that arrives meanwhile (then aborts). A TCP EOF
+without close_notify is a truncation attack as far as TLS can tell, so it is reported
+as ``connection_lost(TLSError("ERR_SSL_UNEXPECTED_EOF_WHILE_READING"))`` unless the
+connection was opened with ``suppress_ragged_eofs=True``. ``abort()`` closes at once.
+
+``write_eof()`` sends close_notify and keeps reading (Node's allowHalfOpen). On TLS 1.3
+the peer may go on writing until its own close_notify. RFC 5246 (TLS 1.2) asks a peer
+that receives close_notify to answer with its own and stop, which OpenSSL-based peers
+do at once; data already in flight still arrives.
+
+Errors: a TLS failure after the handshake closes the connection and is the
+application's ``connection_lost(exc)``; an application callback that raises (wherever
+it was called from) goes through ``_app_failed``: the connection closes, the
+application gets ``connection_lost(exc)``, and the failure is logged on ``aiotls``
+unless a waiter (create_connection) raises it.
 """
 
 from __future__ import annotations
@@ -39,11 +60,11 @@ import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from . import _extended, certinfo
-from .context import SecureContext
-from .engine import TLSEngine, require_server_name
-from .errors import TLSError, TLSHandshakeTimeout
-from .options import ConnectionOptions
+from .. import _openssl, certinfo
+from ..context import SecureContext
+from ..engine import PauseReason, TLSEngine, require_server_name
+from ..errors import TLSError, TLSHandshakeTimeout
+from ..options import ConnectionOptions
 from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
 
 __all__ = ["TLSTransport", "call_hook"]
@@ -132,13 +153,28 @@ def _log_handshake_failure(exc: BaseException, peer: object) -> None:
     )
 
 
+#: Renegotiations a client may start per CLIENT_RENEG_WINDOW seconds (Node's defaults);
+#: read and set as ``aiotls.CLIENT_RENEG_LIMIT`` / ``aiotls.CLIENT_RENEG_WINDOW``.
+CLIENT_RENEG_LIMIT = 3
+CLIENT_RENEG_WINDOW = 600
+
+
 class _State(enum.Enum):
     HANDSHAKING = "handshaking"
     WAITING_FOR_HOOK = "waiting for hook"  # the handshake stopped; the socket is not read
     OPEN = "open"
-    CLOSING = "closing"
+    CLOSING = "closing"  # close_notify sent; waiting (shutdown_timeout) for the peer's
     CLOSED = "closed"
 
+
+#: Every transition the transport makes; :meth:`TLSTransport._set_state` refuses others.
+_TRANSITIONS: dict[_State, frozenset[_State]] = {
+    _State.HANDSHAKING: frozenset({_State.WAITING_FOR_HOOK, _State.OPEN, _State.CLOSED}),
+    _State.WAITING_FOR_HOOK: frozenset({_State.HANDSHAKING, _State.CLOSED}),
+    _State.OPEN: frozenset({_State.CLOSING, _State.CLOSED}),
+    _State.CLOSING: frozenset({_State.CLOSED}),
+    _State.CLOSED: frozenset({_State.CLOSED}),  # closing twice is harmless
+}
 
 #: The states before the connection is established (a failure then is a handshake failure).
 _HANDSHAKE_STATES = frozenset({_State.HANDSHAKING, _State.WAITING_FOR_HOOK})
@@ -190,6 +226,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_connect_app",
         "_engine",
         "_eof_sent",
+        "_handshake_timer",
         "_hook_task",
         "_loop",
         "_on_lost",
@@ -200,8 +237,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_reneg_waiter",
         "_renegotiations",
         "_session_hooks",
+        "_shutdown_timer",
         "_state",
-        "_timer",
         "_waiter",
         "_writing_paused",
         "raw_protocol",
@@ -232,7 +269,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._connect_app = connect_app
         # An ALPN selector is awaited at the ClientHello pause; without the ClientHello
         # callback (no extended access) OpenSSL's ALPN callback calls it (plain ones only).
-        alpn_pause = options.alpn_callback is not None and _extended.features()["client_hello_cb"]
+        alpn_pause = options.alpn_callback is not None and _openssl.has("client_hello_cb")
         self._engine = TLSEngine(
             context,
             server_side=options.server_side,
@@ -264,7 +301,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._eof_sent = False
         self._peer_closed = False
         self._close_exc: BaseException | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None  # handshake_timeout
+        self._shutdown_timer: asyncio.TimerHandle | None = None  # shutdown_timeout
         self._hook_task: asyncio.Task[None] | None = None
         self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
         self.raw_protocol = _RawProtocol(self)
@@ -275,7 +313,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._raw = raw
         timeout = self._options.handshake_timeout
         if timeout:
-            self._timer = self._loop.call_later(timeout, self._handshake_timed_out, timeout)
+            self._handshake_timer = self._loop.call_later(
+                timeout, self._handshake_timed_out, timeout
+            )
         if not self._options.server_side:
             self._flush()  # the ClientHello the engine made when it was created
 
@@ -319,16 +359,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                     "TCP EOF without TLS close_notify (truncated connection)",
                     code="ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
                 )
-                self._state = _State.CLOSED
+                self._set_state(_State.CLOSED)
                 return False
             self._on_peer_close_notify()
         # The peer is done writing; keep the socket only if we may still write.
         return self._state is _State.OPEN and not self._eof_sent
 
     def _raw_connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timers()
         if self._hook_task is not None:
             self._hook_task.cancel()
         if self._state in _HANDSHAKE_STATES:
@@ -339,7 +377,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                     code="ERR_SSL_UNEXPECTED_EOF_WHILE_READING",
                 )
             )
-        self._state = _State.CLOSED
+        self._set_state(_State.CLOSED)
         self._engine.release()
         if self._on_lost is not None:
             self._on_lost(self)
@@ -369,7 +407,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._flush()  # the fatal alert OpenSSL produced goes out first
             self._handshake_failed(exc)
             return
-        if engine.handshake_complete and not engine.handshake_paused:
+        status = engine.status  # where the step left the handshake, as one value
+        if status.handshake_complete:
             # The last flight (a client's Finished, a server's tickets) waits until the
             # end of this loop iteration, so that the application's first write, if
             # any, leaves in the same segment: one socket write fewer per connection.
@@ -377,14 +416,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._loop.call_soon(self._settle)
             return
         self._flush()
-        if engine.handshake_paused:
-            self._wait_for_hook(self._run_hooks())
+        if status.paused is not None:
+            self._wait_for_hook(self._run_hooks(status.paused))
 
     def _wait_for_hook(self, hook: Coroutine[Any, Any, None]) -> None:
         """Stop the handshake and the socket's reading while ``hook`` runs as a task; it
         ends with :meth:`_hook_returned` (or a handshake failure)."""
         assert self._raw is not None
-        self._state = _State.WAITING_FOR_HOOK
+        self._set_state(_State.WAITING_FOR_HOOK)
         self._raw.pause_reading()
         self._hook_task = self._loop.create_task(hook)
 
@@ -394,7 +433,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is not _State.WAITING_FOR_HOOK:
             return False
         assert self._raw is not None
-        self._state = _State.HANDSHAKING
+        self._set_state(_State.HANDSHAKING)
         self._raw.resume_reading()
         return True
 
@@ -404,7 +443,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return None
         return lambda *args: call_hook(self._loop, hook, *args)
 
-    async def _run_hooks(self) -> None:
+    async def _run_hooks(self, reason: PauseReason) -> None:
         """Await the server's handshake hooks while the handshake is paused.
 
         At the ClientHello: on_resume_session (external session store), an ALPN
@@ -412,10 +451,10 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         """
         engine = self._engine
         try:
-            if engine.pause_reason == "client_hello":
+            if reason is PauseReason.CLIENT_HELLO:
                 await self._ask_session_store()
                 await self._choose_alpn()
-            elif engine.pause_reason == "server_identity":
+            elif reason is PauseReason.SERVER_IDENTITY:
                 await self._check_server_identity()
             else:
                 await self._choose_context()
@@ -447,7 +486,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if engine.resume_session_id is None:
             return
         assert hook is not None
-        left = self._timer.when() - self._loop.time() if self._timer is not None else math.inf
+        timer = self._handshake_timer
+        left = timer.when() - self._loop.time() if timer is not None else math.inf
         wait = min(SESSION_STORE_WAIT, left / 2)
         try:
             async with asyncio.timeout(wait):
@@ -512,14 +552,13 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         engine.ocsp_response = bytes(response) if response else None
 
     def _count_renegotiation(self) -> TLSError | None:
-        """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt."""
-        import aiotls  # the module globals may be changed at run time, as in Node
-
+        """Node's limit: CLIENT_RENEG_LIMIT per CLIENT_RENEG_WINDOW s, read at each attempt
+        (set as ``aiotls.CLIENT_RENEG_LIMIT``, which forwards here, as in Node)."""
         now = time.monotonic()
-        window = aiotls.CLIENT_RENEG_WINDOW
+        window = CLIENT_RENEG_WINDOW
         recent = [t for t in self._renegotiations or () if now - t < window]
         self._renegotiations = [*recent, now]
-        if len(self._renegotiations) > aiotls.CLIENT_RENEG_LIMIT:
+        if len(self._renegotiations) > CLIENT_RENEG_LIMIT:
             return TLSError(
                 "TLS session renegotiation attack detected", code="ERR_TLS_SESSION_ATTACK"
             )
@@ -542,7 +581,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         return _alpn_bytes(choice, offered)
 
     def _handshake_timed_out(self, timeout: float) -> None:
-        self._timer = None
+        self._handshake_timer = None
         if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSHandshakeTimeout(timeout))
 
@@ -590,10 +629,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _establish(self) -> None:
         """The handshake succeeded and the hooks agreed: hand over to the application."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._state = _State.OPEN
+        self._cancel_timers()
+        self._set_state(_State.OPEN)
         self._app_connected = True
         if self._connect_app:
             try:
@@ -610,8 +647,10 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
 
     def _app_failed(self, where: str, exc: Exception) -> None:
-        """The application protocol failed: close the connection (it gets connection_lost),
-        raising the error from create_connection, or logging it when nobody awaits one."""
+        """The one path for an application protocol callback that raised (wherever it was
+        called from, a socket event or a call_soon): close the connection (it gets
+        connection_lost(exc)), raising the error from create_connection, or logging it
+        when nobody awaits one."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
         else:
@@ -621,10 +660,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     def _handshake_failed(self, exc: BaseException) -> None:
         if self._state not in _HANDSHAKE_STATES:
             return
-        self._state = _State.CLOSED
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._set_state(_State.CLOSED)
+        self._cancel_timers()
         if self._raw is not None:
             self._raw.close()  # flushes the alert already written, then closes
         if self._waiter is not None and not self._waiter.done():
@@ -672,13 +709,21 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                     n = engine.read_into(buf, len(buf))
                     if not n:
                         break
-                    app.buffer_updated(n)  # type: ignore[attr-defined]
+                    try:
+                        app.buffer_updated(n)  # type: ignore[attr-defined]
+                    except Exception as exc:
+                        self._app_failed("buffer_updated()", exc)
+                        return
                 else:
                     # A StreamReader copies what it is given at once: hand it a view.
                     data = engine.read_view() if self._app_views else engine.read()
                     if not data:
                         break
-                    app.data_received(data)  # type: ignore[attr-defined]
+                    try:
+                        app.data_received(data)  # type: ignore[attr-defined]
+                    except Exception as exc:
+                        self._app_failed("data_received()", exc)
+                        return
                 if self._reading_paused:
                     break
         except TLSError as exc:
@@ -698,7 +743,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._state is not _State.OPEN:
             return
-        keep_open = self._app.eof_received() if self._app_connected else False  # type: ignore[attr-defined]
+        try:
+            keep_open = self._app.eof_received() if self._app_connected else False  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._app_failed("eof_received()", exc)
+            return
         if self._eof_sent or not keep_open:
             self.close()
 
@@ -715,24 +764,38 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._state is _State.OPEN:
             self._close_exc = exc
-        self._state = _State.CLOSED
+        self._set_state(_State.CLOSED)
+        self._cancel_timers()
         self._flush()
         if self._raw is not None:
             self._raw.close()
 
     def _close_raw(self) -> None:
-        self._state = _State.CLOSED
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._set_state(_State.CLOSED)
+        self._cancel_timers()
         if self._raw is not None:
             self._raw.close()
 
     def _shutdown_timed_out(self) -> None:
-        self._timer = None
+        self._shutdown_timer = None
         if self._raw is not None and self._state is _State.CLOSING:
-            self._state = _State.CLOSED
+            self._set_state(_State.CLOSED)
             self._raw.abort()
+
+    def _set_state(self, state: _State) -> None:
+        """The one place the state changes; a transition not in the table is a bug."""
+        if state not in _TRANSITIONS[self._state]:
+            raise RuntimeError(f"aiotls: TLS transport cannot go from {self._state} to {state}")
+        self._state = state
+
+    def _cancel_timers(self) -> None:
+        """Stop the handshake and shutdown timers (whichever runs)."""
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
+            self._shutdown_timer = None
 
     # -- asyncio.Transport -----------------------------------------------------------
 
@@ -786,14 +849,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._state is not _State.OPEN:
             return
-        self._state = _State.CLOSING
+        self._set_state(_State.CLOSING)
         self._engine.close()
         self._flush()
         timeout = self._options.shutdown_timeout
         if self._peer_closed or not timeout or self._raw is None:
             self._close_raw()
             return
-        self._timer = self._loop.call_later(timeout, self._shutdown_timed_out)
+        self._shutdown_timer = self._loop.call_later(timeout, self._shutdown_timed_out)
         if self._reading_paused:
             self._raw.resume_reading()
         self._deliver()  # close_notify may already be waiting in OpenSSL
@@ -805,7 +868,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         """Close at once; unsent data is lost."""
         if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("aborted during handshake", code="ERR_TLS_CLOSED"))
-        self._state = _State.CLOSED
+        self._set_state(_State.CLOSED)
+        self._cancel_timers()
         if self._raw is not None:
             self._raw.abort()
 

@@ -50,10 +50,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from OpenSSL._util import ffi, lib
-
-from ._bindings import error_queue
-from .errors import TLSFeatureUnavailable
+from ..errors import TLSFeatureUnavailable
+from .binding import error_queue, ffi, lib, original_lib
 
 __all__ = [
     "SSL_CTRL_CHAIN_CERT",
@@ -346,16 +344,6 @@ def _find_mappings(path: str) -> list[_Mapping]:
     return [_Mapping(start, exec_ranges) for start in starts]
 
 
-def _cffi_lib() -> Any:
-    """cryptography's compiled cffi ``Lib`` (pyOpenSSL's ``lib`` is a filtered copy)."""
-    original = getattr(lib, "_original_lib", None)
-    if original is not None:
-        return original
-    from cryptography.hazmat.bindings._rust import _openssl
-
-    return _openssl.lib
-
-
 def _library_path() -> str | None:
     """The shared object holding cryptography's OpenSSL (None if there is none)."""
     try:
@@ -411,7 +399,7 @@ class _Resolver:
 
     def _validate(self, mapping: _Mapping) -> str | None:
         """None if cffi's own addresses agree with ``mapping``, else what disagreed."""
-        cffi_lib = _cffi_lib()
+        cffi_lib = original_lib()
         matched = 0
         for name in _PROBES:
             try:
@@ -516,9 +504,30 @@ def _feature_problem(feature: str) -> str | None:
     return None
 
 
+_features_cache: tuple[_Resolver, dict[str, bool]] | None = None
+
+
+def _feature_map() -> dict[str, bool]:
+    """:func:`features`, computed once per resolver (getters ask on every handshake)."""
+    global _features_cache
+    resolver = _get_resolver()
+    cache = _features_cache
+    if cache is None or cache[0] is not resolver:
+        cache = _features_cache = (
+            resolver,
+            {feature: _feature_problem(feature) is None for feature in _FEATURES},
+        )
+    return cache[1]
+
+
 def features() -> dict[str, bool]:
     """Each extended feature mapped to whether every OpenSSL function it needs resolved."""
-    return {feature: _feature_problem(feature) is None for feature in _FEATURES}
+    return dict(_feature_map())
+
+
+def has(feature: str) -> bool:
+    """Whether ``feature`` is available (without building a dict)."""
+    return _feature_map()[feature]
 
 
 def require(feature: str, option: str) -> None:

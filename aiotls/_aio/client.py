@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar, Unpack
 
-from . import options as _options
-from .context import SecureContext, with_options
+from .. import options as _options
+from ..context import SecureContext, with_options
 from .streams import StreamProtocol
 from .transport import TLSTransport
 

@@ -39,9 +39,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from OpenSSL._util import ffi, lib
-
-from ._fnptrs import FUNCTIONS
+from .binding import ffi, lib
+from .fnptrs import FUNCTIONS
 
 __all__ = [
     "CLOSE_NOTIFY",
@@ -138,7 +137,7 @@ _BIO_pending = lib.BIO_get_mem_data  # BIO_ctrl_pending for a memory BIO
 class DataPath:
     """The data path of one established connection (see the module's docstring).
 
-    ``functions`` is :func:`aiotls._fnptrs.openssl_functions`'s table: the compiled data
+    ``functions`` is :func:`aiotls._openssl.fnptrs.openssl_functions`'s table: the compiled data
     path calls through it; this one checks it and calls the same functions through
     cryptography's cffi ``lib`` (a cffi pointer call would cost more).
     """

@@ -3,22 +3,16 @@
 They are cffi's own: ``ffi.addressof`` on cryptography's compiled ``lib`` gives the
 ``_cffi_d_*`` entry of each function, a direct call into the OpenSSL that cryptography's
 wheel carries, the one pyOpenSSL's ``SSL*`` and ``BIO*`` live in. No second OpenSSL is
-ever linked. (The issue 8 redesign moves this module into ``aiotls/_openssl/``.)
+ever linked.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
-from OpenSSL._util import ffi
+from .binding import ffi, original_lib
 
-from ._extended import _cffi_lib
-
-if TYPE_CHECKING:
-    from .engine import TLSEngine
-
-__all__ = ["FUNCTIONS", "engine_pointers", "openssl_functions"]
+__all__ = ["FUNCTIONS", "openssl_functions"]
 
 #: The table's order and each function's C type, as cryptography's cffi declares it; the
 #: compiled data path casts each address to exactly this type (``BIO_get_mem_data`` is
@@ -39,7 +33,7 @@ FUNCTIONS: tuple[tuple[str, str], ...] = (
 def openssl_functions() -> tuple[int, ...]:
     """The addresses of :data:`FUNCTIONS`, in order; LookupError says why when one is
     missing or cffi declares it with another signature than the one the C code casts to."""
-    lib = _cffi_lib()
+    lib = original_lib()
     addresses = []
     for name, ctype in FUNCTIONS:
         try:
@@ -53,16 +47,3 @@ def openssl_functions() -> tuple[int, ...]:
             raise LookupError(f"{name} has no address")
         addresses.append(address)
     return tuple(addresses)
-
-
-def engine_pointers(engine: TLSEngine) -> tuple[int, int, int]:
-    """The addresses of an engine's ``SSL*``, incoming and outgoing ``BIO*``.
-
-    They change when :meth:`~aiotls.TLSEngine.compact` replaces the BIOs: take them
-    (and build the DataPath) after it.
-    """
-    return (
-        int(ffi.cast("uintptr_t", engine._ssl)),
-        int(ffi.cast("uintptr_t", engine._in)),
-        int(ffi.cast("uintptr_t", engine._out)),
-    )

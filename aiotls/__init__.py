@@ -29,6 +29,7 @@ from .server import Server, create_server, start_server
 from .starttls import start_tls
 from .tlssocket import TLSSocket
 from .transport import TLSTransport
+from .workers import serve
 
 
 def _version() -> str:
@@ -82,6 +83,7 @@ __all__ = [
     "features",
     "get_ciphers",
     "open_connection",
+    "serve",
     "start_server",
     "start_tls",
 ]

@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -505,6 +506,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     ("kwargs", "error", "message"),
     [
         ({"workers": 0}, ValueError, "workers"),
+        ({"limit": 0}, ValueError, "limit"),
         ({"workers": True}, TypeError, "workers"),
         ({"loop": "trio"}, ValueError, "loop"),
         ({"graceful_timeout": -1}, ValueError, "graceful_timeout"),
@@ -528,6 +530,27 @@ def test_bad_options_raise_from_serve_before_any_worker_starts(
     options = {"key": key, "cert": cert, **kwargs}
     with pytest.raises(error, match=message):
         aiotls.serve(_echo, "127.0.0.1", 0, **options)  # type: ignore[arg-type]
+
+
+def test_serve_refuses_a_thread_other_than_the_main_one(
+    monkeypatch: pytest.MonkeyPatch, identity: tuple[Path, Path]
+) -> None:
+    monkeypatch.setattr(os, "fork", _no_fork)
+    key, cert = identity
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            aiotls.serve(_echo, "127.0.0.1", 0, key=key, cert=cert)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    thread.join(EXPECT_TIMEOUT)
+    assert len(errors) == 1
+    assert isinstance(errors[0], RuntimeError)
+    assert "main thread" in str(errors[0])
 
 
 async def test_serve_refuses_a_running_event_loop(

@@ -374,9 +374,10 @@ class _Supervisor:
         status = 1
         try:
             signal.set_wakeup_fd(-1)
-            for signum in (signal.SIGCHLD, signal.SIGHUP, signal.SIGTERM):
+            for signum in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the supervisor stops us
+            for signum in (signal.SIGINT, signal.SIGHUP):  # Ctrl-C or a closed terminal
+                signal.signal(signum, signal.SIG_IGN)  # reach the whole group: for the supervisor
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             self._selector.close()  # closes the epoll fd; the parent's registrations stay
             self._wakeup_r.close()

@@ -95,6 +95,7 @@ async def running(mode: str, key: Path, cert: Path, *args: str) -> AsyncIterator
         sys.executable, str(APP), mode, "--key", str(key), "--cert", str(cert),
         "--loop", _loop_name(), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # a process group of its own, as a terminal would give it
     )  # fmt: skip
     app = App(proc)
     collecting = asyncio.create_task(app._collect())
@@ -443,6 +444,25 @@ async def test_sigterm_lets_open_connections_finish(
         async with asyncio.timeout(EXPECT_TIMEOUT):
             assert await app.proc.wait() == 0
         assert re.search(r"generation 1\) exited with status 0", "\n".join(app.lines))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT])
+async def test_a_signal_to_the_whole_process_group_is_the_supervisors(
+    identity: tuple[Path, Path], ca_pem: str, signum: signal.Signals
+) -> None:
+    """Ctrl-C, or a terminal closing, signals every process of the group: the workers
+    leave it to the supervisor, which reloads (SIGHUP) or stops (SIGINT) them in order."""
+    async with running("serve", *identity, "--workers", "2") as app:
+        old = set((await app.serving(1)).values())
+        mark = len(app.lines)
+        os.killpg(app.proc.pid, signum)
+        if signum == signal.SIGHUP:
+            await app.serving(2, start=mark)
+        else:
+            async with asyncio.timeout(EXPECT_TIMEOUT):
+                assert await app.proc.wait() == 0
+        for pid in old:
+            await app.expect(rf"\(pid {pid}, generation 1\) exited with status 0", start=mark)
 
 
 # -- supervise: prepare, config per generation, a first start that fails -----------------

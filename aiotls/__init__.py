@@ -32,6 +32,7 @@ from .errors import (
     TLSHandshakeTimeout,
 )
 from .options import ClientOptions, ServerOptions
+from .workers import serve
 
 
 def _version() -> str:
@@ -109,6 +110,7 @@ __all__ = [
     "features",
     "get_ciphers",
     "open_connection",
+    "serve",
     "start_server",
     "start_tls",
 ]

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"engine"},
     {"stapling"},  # background OCSP fetching for servers (options builds it)
     {"options"},
-    {"_aio"},  # the asyncio layer (and its submodules)
+    {"_aio", "workers"},  # the asyncio layer (and its submodules), multi-core serving
     {"aiotls"},  # the package: re-exports the public names
     {"aiohttp", "testing", "demo", "pki", "cli", "__main__", "_cli_cert", "_cli_common",
      "_cli_connect", "_cli_serve", "_cli_proxy", "proxy"},

@@ -61,12 +61,15 @@ class Opt:
     The options TypedDicts are the single table of option names: mypy checks calls
     against them, and the "unknown option" check, help() and the docs read them.
     ``default`` is shown when not None (an absent option is "not set"); ``node`` is Node's
-    name when it is not the camelCase of ours ("" when Node has none).
+    name when it is not the camelCase of ours ("" when Node has none). ``check`` (connection
+    options) takes (name, value given or default) and returns the value to use, raising
+    TypeError/ValueError naming the option; None where the option is checked with others.
     """
 
     doc: str
     default: object = None
     node: str | None = None
+    check: Callable[[str, Any], object] | None = None
 
 
 def option_specs(table: type) -> dict[str, Opt]:

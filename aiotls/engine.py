@@ -222,7 +222,9 @@ class TLSEngine:
     earlier, at the first ClientHello (:attr:`pause_reason` "client_hello"), when it
     offers a session id that may resume (:attr:`resume_session_id`; answer with
     :meth:`set_resume_data`) or an ALPN list (:attr:`alpn_offered`; answer with
-    :meth:`set_alpn_choice`).
+    :meth:`set_alpn_choice`). ``alpn_select`` (server side) answers the ALPN list
+    without a pause; ``on_renegotiation`` (server side, with ``allow_renegotiation``)
+    is asked at each client renegotiation and refuses it by returning an error.
     """
 
     __slots__ = (
@@ -286,6 +288,8 @@ class TLSEngine:
         on_session: Callable[[bytes], object] | None = None,
         check_server_identity: Callable[[str, dict[str, Any]], object] | None = None,
         min_dh_size: int = 1024,
+        alpn_select: Callable[[list[bytes]], bytes | None] | None = None,
+        on_renegotiation: Callable[[], TLSError | None] | None = None,
     ) -> None:
         if not server_side:
             require_server_name(context, server_hostname, check_server_identity, "server_hostname")
@@ -296,7 +300,8 @@ class TLSEngine:
         self.close_notify_received = False
         self.close_notify_sent = False
         self.on_keylog = on_keylog
-        self.alpn_select: Callable[[list[bytes]], bytes | None] | None = None
+        #: Server: picks the protocol from the client's ALPN list (None: none fits).
+        self.alpn_select = alpn_select
         self._deferred: TLSError | None = None
         self._sent_since_take = 0  # plaintext sent since take_output(): sizes its buffer
         self._through_peak = 0  # largest chunk through a BIO since it was made: its capacity
@@ -332,8 +337,8 @@ class TLSEngine:
                 new_sessions=on_new_session is not None,
                 keylog=on_keylog is not None,
             )
-        #: Asked at each client renegotiation (server side); False refuses it.
-        self.on_renegotiation: Callable[[], TLSError | None] | None = None
+        #: Asked at each client renegotiation (server side); an error returned refuses it.
+        self.on_renegotiation = on_renegotiation
         self._refusal: TLSError | None = None
         self._renegotiating: bytes | None = None  # the peer's Finished when it started
         #: Node's verdict on the peer, set when the handshake (or a renegotiation) completes.

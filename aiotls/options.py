@@ -6,8 +6,9 @@ become a :class:`ConnectionOptions`, checked here so that a bad value raises at
 the call that received it, naming the option.
 
 The TypedDicts here (with :class:`~aiotls.context.ContextOptions`) are the table of
-every option: mypy checks the front doors' keywords against them, and the names they
-declare are the names the front doors accept.
+every option: mypy checks the front doors' keywords against them, the names they
+declare are the names the front doors accept, and each connection option's ``Opt``
+gives its default and names the checker :func:`split` runs on it.
 """
 
 import inspect
@@ -37,6 +38,7 @@ from .context import (
     create_secure_context,
     expect_bool,
     option_names,
+    option_specs,
     unknown_options,
 )
 from .stapling import MustStaple, OCSPStapler
@@ -116,12 +118,60 @@ class Lookup(Protocol):
     ) -> Sequence[AddrInfo] | Awaitable[Sequence[AddrInfo]]: ...
 
 
+_Callback = Callable[..., Any]
+
+# The checkers the table's Opt(check=...) name: (option, value) -> the value to use.
+
+
+def _timeout(name: str, value: object) -> float:
+    """Seconds: a non-negative number (0: no limit)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected seconds as a number, got {type(value).__name__}")
+    if value < 0 or math.isnan(value):
+        raise ValueError(f"{name}: must be >= 0 seconds, got {value!r}")
+    return float(value)
+
+
+def _hook(name: str, value: object) -> _Callback | None:
+    """A hook: a callable (plain or coroutine function), or None."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
+    return value
+
+
+def _text(name: str, value: object) -> str | None:
+    """A str, or None."""
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name}: expected str")
+    return value
+
+
+def _session(name: str, value: object) -> bytes | None:
+    """Session bytes (as get_session() or on_session gave them), or None."""
+    if value is not None and not isinstance(value, bytes | bytearray):
+        raise TypeError(f"{name}: expected the bytes of get_session() or on_session")
+    return bytes(value) if value is not None else None
+
+
+def _bits(name: str, value: object) -> int:
+    """A positive int number of bits."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name}: expected an int number of bits")
+    if value <= 0:
+        raise ValueError(f"{name}: must be positive")
+    return value
+
+
 class _BothSides(TypedDict, total=False):
     """Connection options of servers and clients alike."""
 
     handshake_timeout: Annotated[
         float,
-        Opt("seconds the handshake may take (0: no limit)", default=DEFAULT_HANDSHAKE_TIMEOUT),
+        Opt(
+            "seconds the handshake may take (0: no limit)",
+            default=DEFAULT_HANDSHAKE_TIMEOUT,
+            check=_timeout,
+        ),
     ]
     shutdown_timeout: Annotated[
         float,
@@ -129,6 +179,7 @@ class _BothSides(TypedDict, total=False):
             "seconds close() waits for the peer's close_notify (0: none)",
             default=DEFAULT_SHUTDOWN_TIMEOUT,
             node="",
+            check=_timeout,
         ),
     ]
     suppress_ragged_eofs: Annotated[
@@ -137,10 +188,12 @@ class _BothSides(TypedDict, total=False):
             "a TCP EOF without close_notify ends the stream (else it is a TLSError)",
             default=False,
             node="",
+            check=expect_bool,
         ),
     ]
     on_keylog: Annotated[
-        KeylogHook | None, Opt("receives each NSS key-log line (bytes)", node="'keylog' event")
+        KeylogHook | None,
+        Opt("receives each NSS key-log line (bytes)", node="'keylog' event", check=_hook),
     ]
     sslkeylogfile: Annotated[
         bool,
@@ -148,6 +201,7 @@ class _BothSides(TypedDict, total=False):
             "append key-log lines to the file named by $SSLKEYLOGFILE",
             default=False,
             node="--tls-keylog",
+            check=expect_bool,
         ),
     ]
 
@@ -161,7 +215,11 @@ class _ServerSide(TypedDict, total=False):
     ]
     sni_callback: Annotated[
         SNICallback | None,
-        Opt("chooses the context by the server name the client asks for", node="SNICallback"),
+        Opt(
+            "chooses the context by the server name the client asks for",
+            node="SNICallback",
+            check=_hook,
+        ),
     ]
     allow_renegotiation: Annotated[
         bool,
@@ -169,32 +227,43 @@ class _ServerSide(TypedDict, total=False):
             "allow client renegotiation, CLIENT_RENEG_LIMIT times per CLIENT_RENEG_WINDOW s",
             default=False,
             node="",
+            check=expect_bool,
         ),
     ]
     on_ocsp_request: Annotated[
         OCSPRequestHook | None,
-        Opt("the OCSP response to staple when a client asks", node="'OCSPRequest' event"),
+        Opt(
+            "the OCSP response to staple when a client asks",
+            node="'OCSPRequest' event",
+            check=_hook,
+        ),
     ]
     on_new_session: Annotated[
         NewSessionHook | None,
-        Opt("stores each new session in an external store", node="'newSession' event"),
+        Opt("stores each new session in an external store", node="'newSession' event", check=_hook),
     ]
     on_resume_session: Annotated[
         ResumeSessionHook | None,
         Opt(
             "the stored session data for a TLS 1.2 session id, or None",
             node="'resumeSession' event",
+            check=_hook,
         ),
     ]
     on_secure_connection: Annotated[
         SecureConnectionHook | None,
-        Opt("each connection whose handshake succeeded", node="'secureConnection' event"),
+        Opt(
+            "each connection whose handshake succeeded",
+            node="'secureConnection' event",
+            check=_hook,
+        ),
     ]
     on_tls_client_error: Annotated[
         ClientErrorHook | None,
         Opt(
             "each handshake that failed (without it, failures are logged)",
             node="'tlsClientError' event",
+            check=_hook,
         ),
     ]
 
@@ -203,28 +272,52 @@ class _ClientSide(TypedDict, total=False):
     """Connection options of clients only."""
 
     servername: Annotated[
-        str | None, Opt("SNI and the name the identity check uses (default: the host)")
+        str | None,
+        Opt("SNI and the name the identity check uses (default: the host)", check=_text),
     ]
-    session: Annotated[bytes | None, Opt("a session to resume (get_session() or on_session)")]
+    session: Annotated[
+        bytes | None, Opt("a session to resume (get_session() or on_session)", check=_session)
+    ]
     check_server_identity: Annotated[
-        CheckServerIdentity | None, Opt("replaces the RFC 6125 host name check")
+        CheckServerIdentity | None, Opt("replaces the RFC 6125 host name check", check=_hook)
     ]
     min_dh_size: Annotated[
-        int, Opt("refuse a DHE server whose prime has fewer bits", default=1024, node="minDHSize")
+        int,
+        Opt(
+            "refuse a DHE server whose prime has fewer bits",
+            default=1024,
+            node="minDHSize",
+            check=_bits,
+        ),
     ]
     request_ocsp: Annotated[
-        bool, Opt("ask the server to staple an OCSP response", default=False, node="requestOCSP")
+        bool,
+        Opt(
+            "ask the server to staple an OCSP response",
+            default=False,
+            node="requestOCSP",
+            check=expect_bool,
+        ),
     ]
     on_ocsp_response: Annotated[
         OCSPResponseHook | None,
-        Opt("the stapled OCSP response (None: none came)", node="'OCSPResponse' event"),
+        Opt(
+            "the stapled OCSP response (None: none came)",
+            node="'OCSPResponse' event",
+            check=_hook,
+        ),
     ]
     on_session: Annotated[
         SessionHook | None,
-        Opt("each session (TLS 1.3: each ticket) to resume with later", node="'session' event"),
+        Opt(
+            "each session (TLS 1.3: each ticket) to resume with later",
+            node="'session' event",
+            check=_hook,
+        ),
     ]
     lookup: Annotated[
-        Lookup | None, Opt("resolves the host, like loop.getaddrinfo (plain or async)")
+        Lookup | None,
+        Opt("resolves the host, like loop.getaddrinfo (plain or async)", check=_hook),
     ]
 
 
@@ -289,12 +382,24 @@ EITHER_SIDE_HELP = (
     (_CONTEXT_HEADING, ContextOptions),
 )
 
-_Callback = Callable[..., Any]
+#: Every connection option (not context) of either side, with its Opt.
+CONNECTION_SPECS = {
+    **option_specs(_BothSides),
+    **option_specs(_ServerSide),
+    **option_specs(_Stapling),
+    **option_specs(_ClientSide),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionOptions:
-    """Per-connection settings that are not part of the SecureContext."""
+    """Per-connection settings that are not part of the SecureContext.
+
+    A field per connection option with a checker in the table, with the table's default
+    (tests/test_verify_and_options.py holds them equal), but ``sslkeylogfile`` (folded
+    into ``on_keylog``); plus what :func:`split` derives: ``server_side``,
+    ``alpn_callback`` and ``ocsp_stapler``.
+    """
 
     server_side: bool = False
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
@@ -322,20 +427,6 @@ class ConnectionOptions:
     lookup: _Callback | None = None
 
 
-def _timeout(name: str, value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected seconds as a number, got {type(value).__name__}")
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"{name}: must be >= 0 seconds, got {value!r}")
-    return float(value)
-
-
-def _hook(name: str, value: object) -> _Callback | None:
-    if value is not None and not callable(value):
-        raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
-    return value
-
-
 def _append_to_sslkeylogfile(line: bytes) -> None:
     """Append one NSS key-log line to $SSLKEYLOGFILE (read per line, as curl does)."""
     path = os.environ.get("SSLKEYLOGFILE")
@@ -344,9 +435,8 @@ def _append_to_sslkeylogfile(line: bytes) -> None:
             f.write(line)
 
 
-def _keylog_hook(on_keylog: object, sslkeylogfile: object) -> _Callback | None:
-    hook = _hook("on_keylog", on_keylog)
-    expect_bool("sslkeylogfile", sslkeylogfile)
+def _keylog_hook(hook: _Callback | None, sslkeylogfile: bool) -> _Callback | None:
+    """on_keylog, also appending to $SSLKEYLOGFILE when ``sslkeylogfile`` asks."""
     if not sslkeylogfile:
         return hook
     if hook is None:
@@ -423,52 +513,17 @@ def split(
         context = create_secure_context(**ctx_kwargs)
     elif not isinstance(context, SecureContext):
         raise TypeError(f"context: expected a SecureContext, got {type(context).__name__}")
-    servername = conn_kwargs.get("servername")
-    if servername is not None and not isinstance(servername, str):
-        raise TypeError("servername: expected str")
-    session = conn_kwargs.get("session")
-    if session is not None and not isinstance(session, bytes | bytearray):
-        raise TypeError("session: expected the bytes of get_session() or on_session")
-    ragged = expect_bool("suppress_ragged_eofs", conn_kwargs.get("suppress_ragged_eofs", False))
-    min_dh_size = conn_kwargs.get("min_dh_size", 1024)
-    if not isinstance(min_dh_size, int) or isinstance(min_dh_size, bool):
-        raise TypeError("min_dh_size: expected an int number of bits")
-    if min_dh_size <= 0:
-        raise ValueError("min_dh_size: must be positive")
-    allow_reneg = expect_bool("allow_renegotiation", conn_kwargs.get("allow_renegotiation", False))
-    on_ocsp_request = _hook("on_ocsp_request", conn_kwargs.get("on_ocsp_request"))
-    stapler = _stapler(conn_kwargs, on_ocsp_request)
+    values: dict[str, Any] = {
+        name: opt.check(name, conn_kwargs.get(name, opt.default))
+        for name, opt in CONNECTION_SPECS.items()
+        if opt.check is not None
+    }
+    values["on_keylog"] = _keylog_hook(values["on_keylog"], values.pop("sslkeylogfile"))
+    stapler = _stapler(conn_kwargs, values["on_ocsp_request"])
+    if stapler is not None:
+        values["on_ocsp_request"] = stapler
     opts = ConnectionOptions(
-        server_side=server_side,
-        handshake_timeout=_timeout(
-            "handshake_timeout", conn_kwargs.get("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT)
-        ),
-        shutdown_timeout=_timeout(
-            "shutdown_timeout", conn_kwargs.get("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT)
-        ),
-        suppress_ragged_eofs=ragged,
-        allow_renegotiation=allow_reneg,
-        on_keylog=_keylog_hook(
-            conn_kwargs.get("on_keylog"), conn_kwargs.get("sslkeylogfile", False)
-        ),
-        sni_callback=_hook("sni_callback", conn_kwargs.get("sni_callback")),
-        alpn_callback=alpn_callback,
-        on_secure_connection=_hook("on_secure_connection", conn_kwargs.get("on_secure_connection")),
-        on_tls_client_error=_hook("on_tls_client_error", conn_kwargs.get("on_tls_client_error")),
-        servername=servername,
-        session=bytes(session) if session is not None else None,
-        check_server_identity=_hook(
-            "check_server_identity", conn_kwargs.get("check_server_identity")
-        ),
-        lookup=_hook("lookup", conn_kwargs.get("lookup")),
-        min_dh_size=min_dh_size,
-        on_ocsp_request=stapler or on_ocsp_request,
-        ocsp_stapler=stapler,
-        on_new_session=_hook("on_new_session", conn_kwargs.get("on_new_session")),
-        on_resume_session=_hook("on_resume_session", conn_kwargs.get("on_resume_session")),
-        request_ocsp=expect_bool("request_ocsp", conn_kwargs.get("request_ocsp", False)),
-        on_ocsp_response=_hook("on_ocsp_response", conn_kwargs.get("on_ocsp_response")),
-        on_session=_hook("on_session", conn_kwargs.get("on_session")),
+        server_side=server_side, alpn_callback=alpn_callback, ocsp_stapler=stapler, **values
     )
     prepare(context, opts)
     return context, opts

@@ -8,9 +8,11 @@ TLSEngine does TLS and nothing else: bytes from the network go in with
 ``receive_data()``, bytes for the network come out of ``data_to_send()``,
 plaintext goes in with ``send()`` and comes out of ``read()``. Who moves the
 bytes is up to you: here two blocking sockets and a thread; the same loop fits
-``selectors``, trio, a serial line or a test harness. The client checks the
-chain (``verify_error``) and the host name (``aiotls.check_server_identity``)
-before it trusts the connection, exactly as the asyncio transports do.
+``selectors``, trio, a serial line or a test harness. The client engine judges
+the server itself with Node's rules (chain, host name, DH size), exactly as the
+asyncio transports do: a refused server makes ``receive_data()`` raise
+``TLSCertificateError`` (with ``reject_unauthorized=False`` it goes on and reports
+``authorized`` / ``authorization_error`` instead).
 """
 
 from __future__ import annotations
@@ -41,15 +43,19 @@ def flush(engine: aiotls.TLSEngine, sock: socket.socket) -> None:
 
 
 def handshake(engine: aiotls.TLSEngine, sock: socket.socket) -> None:
-    """Pump bytes between the socket and the engine until the handshake completes."""
+    """Pump bytes between the socket and the engine until the handshake completes.
+
+    A client's first flush sends its ClientHello (queued when the engine was made).
+    """
+    status = engine.status
     while True:
         flush(engine, sock)
-        if engine.handshake_complete:
+        if status.handshake_complete:
             return
         data = sock.recv(CHUNK)
         if not data:
             raise ConnectionError("the peer closed during the handshake")
-        engine.receive_data(data)
+        status = engine.receive_data(data)  # raises if the peer is refused
 
 
 def receive(engine: aiotls.TLSEngine, sock: socket.socket) -> bytes:
@@ -84,19 +90,11 @@ def client(port: int, ca_pem: bytes) -> None:
     context = aiotls.create_secure_context(ca=ca_pem)
     engine = aiotls.TLSEngine(context, server_hostname=SERVERNAME)
     with socket.create_connection((HOST, port)) as sock:
-        hello = engine.data_to_send()
-        if not hello:
-            # An engine that builds its ClientHello only when the handshake is started
-            # needs this one kick; one that queues it at creation returned it above.
-            engine.do_handshake()
-            hello = engine.data_to_send()
-        sock.sendall(hello)
         handshake(engine, sock)
-        if engine.verify_error is not None:
-            raise aiotls.TLSError(f"server certificate: {engine.verify_error}")
-        aiotls.check_server_identity(SERVERNAME, engine.get_peer_certificate())
+        # reject_unauthorized (the default): the handshake raised unless it was authorized
+        verdict = f"verified {SERVERNAME}" if engine.authorized else engine.authorization_error
         cipher = engine.get_cipher() or {}
-        say(f"client: {engine.get_protocol()}, {cipher.get('name')}, verified {SERVERNAME}")
+        say(f"client: {engine.get_protocol()}, {cipher.get('name')}, {verdict}")
         engine.send(b"hello from a plain socket")
         flush(engine, sock)
         say(f"client <- {receive(engine, sock).decode()}")

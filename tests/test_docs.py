@@ -65,3 +65,15 @@ def test_relative_links_point_at_files_that_exist(page: Path) -> None:
     links = re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text())
     broken = [link for link in links if not (page.parent / link).is_file()]
     assert not broken
+
+
+@pytest.mark.parametrize(
+    "path", [DOCS / "features" / "engine.md", ROOT / "examples" / "sansio_engine.py"]
+)
+def test_the_engine_guides_use_the_engine_verdicts(path: Path) -> None:
+    """A client engine sends its ClientHello unprompted and judges the server itself:
+    the guides must not teach the old kick or checking the verdict by hand."""
+    text = path.read_text()
+    for stale in ("do_handshake(", "verify_error", "check_server_identity(SERVERNAME"):
+        assert stale not in text, f"{path.name} still shows {stale}"
+    assert "authorized" in text

@@ -188,3 +188,30 @@ def test_renegotiation_keeps_the_server_certificate(server, ca: trustme.CA) -> N
         False,
         "ERR_TLS_SERVER_CERT_CHANGED",
     )
+
+
+def test_server_hooks_are_given_when_the_engine_is_built(server, ca: trustme.CA) -> None:
+    """alpn_select and on_renegotiation are constructor arguments, like the other hooks."""
+    offers: list[list[bytes]] = []
+    refusal = TLSError("not now", code="ERR_TEST_RENEGOTIATION")
+
+    def select(offered: list[bytes]) -> bytes:
+        offers.append(offered)
+        return offered[-1]
+
+    ctx = client_ctx(ca, alpn_protocols=["h2", "http/1.1"], **TLS12)
+    client = TLSEngine(ctx, server_hostname="localhost")
+    peer = TLSEngine(
+        server,
+        server_side=True,
+        allow_renegotiation=True,
+        alpn_select=select,
+        on_renegotiation=lambda: refusal,
+    )
+    pump(client, peer)
+    assert offers == [[b"h2", b"http/1.1"]]
+    assert client.alpn_protocol == "http/1.1"
+    client.renegotiate()
+    with pytest.raises(TLSError) as info:
+        exchange(client, peer)
+    assert info.value is refusal

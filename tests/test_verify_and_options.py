@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 import trustme
 from util import echo, tls_server
 
 import aiotls
+from aiotls import options
+from aiotls.context import option_names
 
 
 async def test_unknown_ca_is_refused_with_its_verify_name(server_ctx) -> None:
@@ -157,6 +160,26 @@ async def test_bad_connection_options_raise_at_the_call(client_ctx) -> None:
         await aiotls.open_connection("127.0.0.1", 9, context=client_ctx, sni_callback=print)
     with pytest.raises(TypeError, match="context"):
         await aiotls.start_server(echo, "127.0.0.1", 0, context="nope")
+
+
+CHECKED = [name for name, opt in options.CONNECTION_SPECS.items() if opt.check is not None]
+SERVER_ONLY = option_names(options.ServerOptions) - option_names(options.ClientOptions)
+
+
+@pytest.mark.parametrize("name", CHECKED)
+def test_each_connection_option_is_checked_by_its_table_entry(name: str, client_ctx) -> None:
+    """split() validates every option through the checker its Opt names, at the call."""
+    with pytest.raises(TypeError, match=f"^{name}: expected"):
+        options.split({name: object()}, server_side=name in SERVER_ONLY, context=client_ctx)
+
+
+def test_connection_options_fields_follow_the_table() -> None:
+    """ConnectionOptions has a field per checked option, with the table's default, and
+    the fields split() derives; sslkeylogfile is folded into on_keylog."""
+    fields = {f.name: f.default for f in dataclasses.fields(options.ConnectionOptions)}
+    table = {name: options.CONNECTION_SPECS[name].default for name in CHECKED}
+    del table["sslkeylogfile"]
+    assert fields == {**table, "server_side": False, "alpn_callback": None, "ocsp_stapler": None}
 
 
 def test_context_is_immutable(client_ctx) -> None:

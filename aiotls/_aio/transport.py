@@ -285,11 +285,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             on_keylog=self._keylog if options.on_keylog is not None else None,
             check_server_identity=options.check_server_identity,
             min_dh_size=options.min_dh_size,
+            alpn_select=(
+                self._alpn_select if options.alpn_callback is not None and not alpn_pause else None
+            ),
+            on_renegotiation=self._count_renegotiation if options.allow_renegotiation else None,
         )
-        if options.alpn_callback is not None and not alpn_pause:
-            self._engine.alpn_select = self._alpn_select
-        if options.allow_renegotiation:
-            self._engine.on_renegotiation = self._count_renegotiation
         self._renegotiations: list[float] | None = None  # times of client renegotiations
         self._reneg_waiter: asyncio.Future[None] | None = None
         self._app: asyncio.BaseProtocol = app_protocol

@@ -31,7 +31,7 @@ with a non-alphanumeric end, ja4plus 1.4 writes a printable byte as itself, a by
 there and "00" in Suricata. aiotls follows the written specification: the hex rule,
 GREASE ignored.
 
-How ``on_client_hello`` will be wired (after the core redesign of issue 8):
+How ``on_client_hello`` is wired (aiotls.engine and aiotls._aio.transport):
 
 1. Server side, the engine keeps a copy of the bytes it is fed until
    ``ClientHello.from_records`` answers (at most :data:`MAX_CLIENT_HELLO` plus record

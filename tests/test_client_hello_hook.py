@@ -25,7 +25,7 @@ from aiotls import ClientHello, ClientHelloRefused
 
 OP_NO_TICKET = 0x4000
 pytestmark = pytest.mark.skipif(
-    not aiotls.features()["resume_session"], reason="extended OpenSSL access unavailable"
+    not aiotls.features()["client_hello_cb"], reason="extended OpenSSL access unavailable"
 )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import Server, TLSTransport, create_server, features
+from .. import ClientHello, Server, TLSTransport, create_server, features
 from .accesslog import AccessLog
 from .config import ProxyConfig, ProxyConfigError, load_config
 from .metrics import Labels, Metrics, serve_metrics
@@ -96,6 +96,8 @@ class Proxy:
             options["alpn_protocols"] = self._select_alpn
         if any(route.ocsp_stapling == "auto" for route in config.routes):
             options["ocsp_stapling"] = "auto"
+        if self._access_log is not None and features()["client_hello_cb"]:
+            options["on_client_hello"] = _keep_client_hello
         where: dict[str, Any] = {"sock": sock}
         if sock is None and config.listen.path is not None:
             where = {"path": config.listen.path}
@@ -299,6 +301,11 @@ class Proxy:
             if now != seen:
                 self.reload()
                 seen = now if list(now) == self.config.files() else _stat(self.config.files())
+
+
+def _keep_client_hello(hello: ClientHello) -> None:
+    """The access log's ``ja4``: with this hook the transport keeps the parsed hello;
+    it decides nothing (routing stays with SNI and ALPN)."""
 
 
 def _fixed_settings(old: ProxyConfig, new: ProxyConfig) -> str | None:

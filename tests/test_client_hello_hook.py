@@ -306,3 +306,29 @@ async def test_configuration_errors_raise_where_given(server_ctx: aiotls.SecureC
         ClientHelloRefused(300)
     with pytest.raises(TypeError, match="on_client_hello"):
         await aiotls.start_server(echo, HOST, 0, context=server_ctx, on_client_hello=5)
+
+
+def test_engine_keeps_a_long_hello_beyond_the_handshake_backlog(
+    server_ctx: aiotls.SecureContext,
+) -> None:
+    """A 100 KB ClientHello (30,000 cipher suites and a padding extension) in 16 KiB
+    records: more than the 64 KiB a handshake may leave unprocessed, but OpenSSL reads
+    each record as it completes, so the engine pauses with the whole hello parsed, and
+    drops its copy."""
+    extensions = [
+        (10, vec(u16s([23]), 2)),
+        (13, vec(u16s([0x0403, 0x0804]), 2)),
+        (21, bytes(40_000)),  # padding (RFC 7685)
+    ]
+    unknown = [s for s in range(0x6000, 0x6000 + 30_000) if s >> 8 != 0xC0]
+    hello = build_hello([0xC02B, 0xC02F, *unknown], extensions, random=bytes(range(32)))
+    records = in_records(hello)
+    assert len(records) > 90_000  # beyond the 64 KiB backlog bound
+    engine = aiotls.TLSEngine(server_ctx, server_side=True, inspect_client_hello=True)
+    status = None
+    for i in range(0, len(records), 4096):
+        status = engine.receive_data(records[i : i + 4096])
+    assert status is not None and status.paused == "client_hello"
+    assert engine.client_hello_pending and engine.hello is not None
+    assert engine.hello.extension(21) == bytes(40_000) and engine.hello.raw == hello
+    assert engine._hello_copy is None

@@ -22,6 +22,7 @@ from ._aio.tlssocket import TLSSocket
 from ._aio.transport import CLIENT_RENEG_LIMIT, CLIENT_RENEG_WINDOW, TLSTransport
 from .certinfo import check_server_identity
 from .ciphers import DEFAULT_CIPHERS, get_ciphers
+from .clienthello import ClientHello, ClientHelloError, ClientHelloRefused
 from .context import DEFAULT_ECDH_CURVE, ContextOptions, SecureContext, create_secure_context
 from .engine import TLSEngine
 from .errors import (
@@ -90,6 +91,9 @@ __all__ = [
     "CLIENT_RENEG_WINDOW",
     "DEFAULT_CIPHERS",
     "DEFAULT_ECDH_CURVE",
+    "ClientHello",
+    "ClientHelloError",
+    "ClientHelloRefused",
     "ClientOptions",
     "ContextOptions",
     "SecureContext",

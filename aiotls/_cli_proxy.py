@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ._cli_common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, run_async, wrap
-from .proxy import Proxy, ProxyConfig, ProxyConfigError, load_config, parse_config, run_proxy
+from .proxy import (
+    Proxy,
+    ProxyConfig,
+    ProxyConfigError,
+    load_config,
+    parse_config,
+    run_proxy,
+    run_proxy_workers,
+)
 from .proxy.routing import RouteTable
 
 __all__ = ["register"]
@@ -32,9 +40,10 @@ examples:
                --ca clients.pem --require-cert --allow-cn alice --proxy-protocol
   aiotls proxy --cert server.pem --key server.key --backend 127.0.0.1:8080 \
                --metrics 127.0.0.1:9100        # Prometheus text on /metrics
+  aiotls proxy --config proxy.toml --workers 4 # one process per core, sharing the port
 signals: SIGHUP reloads the configuration and certificates (so does a change to any
-of their files); SIGTERM stops accepting, lets connections finish for drain_timeout,
-then exits.
+of their files, without --workers); SIGTERM stops accepting, lets connections finish
+for drain_timeout, then exits.
 a configuration file:
   [proxy]
   listen = "0.0.0.0:443"
@@ -94,12 +103,30 @@ def register(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     flags.add_argument("--metrics", metavar="ADDRESS", help="serve /metrics on host:port")
     flags.add_argument("--access-log", metavar="FILE", help='"-" (stdout, default), a file, "off"')
     parser.add_argument(
+        "--workers",
+        type=_positive,
+        metavar="N",
+        help="serve from N worker processes sharing the port and the session ticket keys "
+        "(SIGHUP starts a new generation with the configuration read again)",
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="diagnostics on stderr (default: %(default)s)",
     )
     parser.set_defaults(run=run)
+
+
+def _positive(text: str) -> int:
+    """A worker count: 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, 1 or more, got {text!r}")
+    return number
 
 
 def _flags_config(args: argparse.Namespace) -> ProxyConfig:
@@ -161,8 +188,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"metrics on {metrics}", flush=True)
 
     try:
-        run_async(run_proxy(config, on_ready=ready), args.loop)
-    except (OSError, ProxyConfigError) as exc:  # the address is taken, say
+        if args.workers is not None:
+            run_proxy_workers(config, args.workers, loop=args.loop, on_ready=ready)
+        else:
+            run_async(run_proxy(config, on_ready=ready), args.loop)
+    except (OSError, ProxyConfigError, RuntimeError) as exc:  # the address is taken, say
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK

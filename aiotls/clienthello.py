@@ -31,7 +31,7 @@ with a non-alphanumeric end, ja4plus 1.4 writes a printable byte as itself, a by
 there and "00" in Suricata. aiotls follows the written specification: the hex rule,
 GREASE ignored.
 
-How ``on_client_hello`` will be wired (after the core redesign of issue 8):
+How ``on_client_hello`` is wired (aiotls.engine and aiotls._aio.transport):
 
 1. Server side, the engine keeps a copy of the bytes it is fed until
    ``ClientHello.from_records`` answers (at most :data:`MAX_CLIENT_HELLO` plus record
@@ -60,7 +60,15 @@ from dataclasses import dataclass, field
 
 from .errors import TLSError
 
-__all__ = ["MAX_CLIENT_HELLO", "ClientHello", "ClientHelloError", "Extension", "is_grease"]
+__all__ = [
+    "ALERTS",
+    "MAX_CLIENT_HELLO",
+    "ClientHello",
+    "ClientHelloError",
+    "ClientHelloRefused",
+    "Extension",
+    "is_grease",
+]
 
 #: The longest ClientHello body accepted, in bytes: OpenSSL's own limit
 #: (CLIENT_HELLO_MAX_LENGTH), so whoever buffers a hello for this parser has a bound.
@@ -98,6 +106,51 @@ class ClientHelloError(TLSError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"malformed ClientHello: {message}", code="ERR_TLS_INVALID_CLIENT_HELLO")
+
+
+#: TLS alert descriptions by name (RFC 8446 6, RFC 5246 7.2, RFC 7301), for refusals.
+ALERTS: dict[str, int] = {
+    "unexpected_message": 10,
+    "handshake_failure": 40,
+    "bad_certificate": 42,
+    "certificate_unknown": 46,
+    "illegal_parameter": 47,
+    "unknown_ca": 48,
+    "access_denied": 49,
+    "decode_error": 50,
+    "protocol_version": 70,
+    "insufficient_security": 71,
+    "internal_error": 80,
+    "inappropriate_fallback": 86,
+    "user_canceled": 90,
+    "missing_extension": 109,
+    "unsupported_extension": 110,
+    "unrecognized_name": 112,
+    "unknown_psk_identity": 115,
+    "certificate_required": 116,
+    "no_application_protocol": 120,
+}
+_ALERT_NAMES = {number: name for name, number in ALERTS.items()}
+
+
+class ClientHelloRefused(Exception):
+    """An ``on_client_hello`` hook's refusal (raised or returned): the handshake ends with
+    ``alert`` (a name from :data:`ALERTS` or a number 1-255). A bad alert is refused here,
+    where it was given."""
+
+    def __init__(self, alert: str | int = "handshake_failure", reason: str = "") -> None:
+        if isinstance(alert, bool) or not isinstance(alert, str | int):
+            raise TypeError(f"alert: expected a name or a number, got {type(alert).__name__}")
+        if isinstance(alert, str) and alert not in ALERTS:
+            raise ValueError(f"alert: unknown alert {alert!r}; one of {', '.join(ALERTS)}")
+        number = ALERTS[alert] if isinstance(alert, str) else alert
+        if not 0 < number < 256:
+            raise ValueError(f"alert: {number} is not a fatal alert number (1-255)")
+        #: The alert number sent, and its name (``alert_<number>`` when it has none here).
+        self.alert = number
+        self.alert_name = _ALERT_NAMES.get(number, f"alert_{number}")
+        self.reason = reason
+        super().__init__(f"ClientHello refused ({self.alert_name}){': ' if reason else ''}{reason}")
 
 
 def is_grease(value: int) -> bool:

@@ -438,6 +438,7 @@ class SecureContext:
         async_alpn: bool = False,
         new_sessions: bool = False,
         keylog: bool = False,
+        client_hello: bool = False,
     ) -> None:
         """Check the extended features a front door's options need, and wire what costs
         every connection on the context something, only for contexts that ask.
@@ -454,6 +455,8 @@ class SecureContext:
         """
         if async_alpn:
             require_feature("client_hello_cb", "alpn_protocols (a selector that may await)")
+        if client_hello:
+            require_feature("client_hello_cb", "on_client_hello")
         if keylog and "keylog" not in self._prepared:
             self._ctx.enable_keylog()
             self._prepared.add("keylog")

@@ -43,6 +43,7 @@ from . import _der, certinfo
 from ._openssl import SSLConnection, alpn_offsets
 from ._openssl import connection as ossl
 from .ciphers import standard_name
+from .clienthello import ALERTS, MAX_CLIENT_HELLO, ClientHello, ClientHelloError
 from .errors import TLSCertificateError, TLSError, verify_code_name
 
 if TYPE_CHECKING:
@@ -61,13 +62,18 @@ _BIO_SLACK: Final = 512  # a memory BIO that held no more than this is not worth
 # Ciphertext a peer may send ahead of the handshake (a paused server, say) before we refuse:
 # a legitimate peer waits for our answer, so anything near this much is a flood.
 _MAX_HANDSHAKE_BACKLOG: Final = 64 * 1024
+# The copy of a ClientHello kept for on_client_hello: the longest OpenSSL reads, in records
+# of at most 16 KiB (5-byte headers). The backlog bound above does not limit it: OpenSSL
+# consumes each record as it completes, so a long hello never waits unprocessed.
+_MAX_HELLO_COPY: Final = MAX_CLIENT_HELLO + 4 + 5 * (MAX_CLIENT_HELLO // 16384 + 2)
 _R = TypeVar("_R")
 
 
 class PauseReason(enum.StrEnum):
     """Why a handshake waits for :meth:`TLSEngine.resume` (equal to its string value)."""
 
-    #: At the first ClientHello: a session-store lookup or an ALPN selector to await.
+    #: At the first ClientHello: on_client_hello (:attr:`TLSEngine.client_hello_pending`),
+    #: then a session-store lookup or an ALPN selector to await.
     CLIENT_HELLO = "client_hello"
     #: After the ClientHello, at certificate selection: the server's SNI / OCSP hooks.
     CERTIFICATE = "certificate"
@@ -225,6 +231,13 @@ class TLSEngine:
     :meth:`set_alpn_choice`). ``alpn_select`` (server side) answers the ALPN list
     without a pause; ``on_renegotiation`` (server side, with ``allow_renegotiation``)
     is asked at each client renegotiation and refuses it by returning an error.
+
+    ``inspect_client_hello`` (server side) keeps a copy of the first bytes received
+    until the ClientHello is read, then pauses there first ("client_hello",
+    :attr:`client_hello_pending`) with the parsed :attr:`hello`, before anything
+    else is decided (not again for a HelloRetryRequest's second ClientHello); answer with
+    :meth:`set_context` or :meth:`refuse_client_hello`, then :meth:`resume`. A hello the
+    parser refuses ends the handshake with a decode_error alert.
     """
 
     __slots__ = (
@@ -235,11 +248,14 @@ class TLSEngine:
         "_external_sessions",
         "_fault",
         "_held",
+        "_hello_copy",
+        "_hello_refusal",
         "_hello_seen",
         "_hello_sni",
         "_hello_state",
         "_hook_state",
         "_identity_answer",
+        "_inspect_state",
         "_judge_later",
         "_judged",
         "_peer_start",
@@ -259,6 +275,7 @@ class TLSEngine:
         "close_notify_received",
         "close_notify_sent",
         "handshake_complete",
+        "hello",
         "identity_check",
         "min_dh_size",
         "ocsp_response",
@@ -281,6 +298,7 @@ class TLSEngine:
         allow_renegotiation: bool = False,
         external_sessions: bool = False,
         choose_alpn: bool = False,
+        inspect_client_hello: bool = False,
         request_ocsp: bool = False,
         session: bytes | None = None,
         on_keylog: Callable[[bytes], object] | None = None,
@@ -311,6 +329,13 @@ class TLSEngine:
         # that must be awaited (same states).
         self._hello_state: str | None = "armed" if external_sessions or choose_alpn else None
         self._external_sessions = external_sessions
+        # The on_client_hello pause, before the one above (same states), the bytes
+        # received until the ClientHello is read, and a refusal (alert, error) to fail with.
+        self._inspect_state: str | None = "armed" if inspect_client_hello else None
+        self._hello_copy: bytearray | None = bytearray() if inspect_client_hello else None
+        self._hello_refusal: tuple[int, TLSError] | None = None
+        #: The parsed ClientHello (with inspect_client_hello), once it has been read.
+        self.hello: ClientHello | None = None
         self._choose_alpn = choose_alpn
         #: The session id to look up (set at the ClientHello pause), None if none.
         self.resume_session_id: bytes | None = None
@@ -329,11 +354,19 @@ class TLSEngine:
         self.on_session = on_session
         # The context carries the callbacks; these two cache modes are added once per
         # context by the front doors (here only for callers that drive engines directly).
-        if on_session or on_new_session or on_keylog or external_sessions or choose_alpn:
+        if (
+            on_session
+            or on_new_session
+            or on_keylog
+            or external_sessions
+            or choose_alpn
+            or inspect_client_hello
+        ):
             context._prepare(
                 client_sessions=on_session is not None,
                 session_store=external_sessions,
                 async_alpn=choose_alpn,
+                client_hello=inspect_client_hello,
                 new_sessions=on_new_session is not None,
                 keylog=on_keylog is not None,
             )
@@ -392,6 +425,8 @@ class TLSEngine:
         paused handshake buffers a bounded amount.
         """
         if n := len(data):
+            if self._hello_copy is not None and len(self._hello_copy) < _MAX_HELLO_COPY:
+                self._hello_copy += data[: _MAX_HELLO_COPY - len(self._hello_copy)]
             self._tls.feed(data, n)
             if n > self._through_peak:
                 self._through_peak = n
@@ -532,6 +567,7 @@ class TLSEngine:
         return (
             self._hook_state == "paused"
             or self._hello_state == "paused"
+            or self._inspect_state == "paused"
             or self.identity_check is not None
         )
 
@@ -540,7 +576,7 @@ class TLSEngine:
         """Why the handshake waits (a :class:`PauseReason`, equal to its string):
         "client_hello" (session store, ALPN), "certificate" (server hooks) or
         "server_identity" (an async check_server_identity)."""
-        if self._hello_state == "paused":
+        if self._hello_state == "paused" or self._inspect_state == "paused":
             return PauseReason.CLIENT_HELLO
         if self.identity_check is not None:
             return PauseReason.SERVER_IDENTITY
@@ -559,11 +595,14 @@ class TLSEngine:
             return self._complete_handshake()
         if err in ossl.HANDSHAKE_WAITS:
             return False
-        raise self._fail(rc, err)
+        error = self._fail(rc, err)
+        raise error if self._hello_refusal is None else self._hello_refusal[1]
 
     def resume(self) -> bool:
         """Continue a paused handshake after the hooks ran; True once complete."""
-        if self._hello_state == "paused":
+        if self._inspect_state == "paused":
+            self._inspect_state = "done"  # OpenSSL asks again: the other hooks come next
+        elif self._hello_state == "paused":
             self._hello_state = "done"
         elif self._hook_state == "paused":
             self._hook_state = "done"
@@ -576,14 +615,19 @@ class TLSEngine:
         """Whether a hook wants each new session (server or client side)."""
         return (self.on_new_session if self.server_side else self.on_session) is not None
 
-    def client_hello(self) -> int:
+    def client_hello(self) -> int | tuple[int, int]:
         """The ClientHello callback: note the SNI of each ClientHello; at the first,
-        pause once if the caller has something to look up (session id, ALPN list)."""
+        pause for inspection (inspect_client_hello), then once more if the caller has
+        something to look up (session id, ALPN list)."""
         tls = self._tls
         # OpenSSL's SSL_get_servername answers the session's name on a TLS 1.2
         # resumption (none unless a servername callback accepted it): keep our own.
         self._hello_sni = _hello_servername(tls.hello_extension(_EXT_SERVER_NAME))
         self._hello_seen = True
+        if self._inspect_state == "armed":
+            return self._inspect_hello()
+        if self._hello_refusal is not None:
+            return 0, self._hello_refusal[0]
         if self._hello_state != "armed":
             return 1
         if self._external_sessions and self._may_end_below_tls13():
@@ -595,6 +639,32 @@ class TLSEngine:
         wanted = self.resume_session_id is not None or self.alpn_offered is not None
         self._hello_state = "paused" if wanted else "done"
         return -1 if wanted else 1
+
+    def _inspect_hello(self) -> int | tuple[int, int]:
+        """Parse the ClientHello OpenSSL has just read from the copy of what came in and
+        pause with it; a hello the parser refuses ends the handshake (decode_error)."""
+        copy, self._hello_copy = self._hello_copy or b"", None
+        try:
+            hello = ClientHello.from_records(bytes(copy))
+            if hello is None:
+                raise ClientHelloError(f"not within the first {_MAX_HELLO_COPY} bytes")
+        except ClientHelloError as exc:
+            self._inspect_state = "done"
+            self.refuse_client_hello(ALERTS["decode_error"], exc)
+            return 0, ALERTS["decode_error"]
+        self.hello = hello
+        self._inspect_state = "paused"
+        return -1
+
+    @property
+    def client_hello_pending(self) -> bool:
+        """Whether the handshake is paused for the inspection of :attr:`hello`."""
+        return self._inspect_state == "paused"
+
+    def refuse_client_hello(self, alert: int, error: TLSError) -> None:
+        """End the handshake at the ClientHello with ``alert``; it raises ``error``
+        (answer to :attr:`client_hello_pending`, before resume())."""
+        self._hello_refusal = (alert, error)
 
     def _may_end_below_tls13(self) -> bool:
         """Whether this ClientHello can end on TLS 1.2 or lower, the only versions that

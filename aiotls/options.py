@@ -29,6 +29,7 @@ from typing import (
 
 from cryptography import x509
 
+from .clienthello import ClientHello, ClientHelloRefused
 from .context import (
     CONTEXT_OPTIONS,
     ContextOptions,
@@ -87,6 +88,9 @@ SNICallback = Hook[[str | None], SecureContext | None]
 #: alpn_protocols as a callable (client_protocols, servername): the protocol to speak, or
 #: None to end the handshake with the no_application_protocol alert.
 ALPNSelector = Hook[[list[str], str | None], str | None]
+#: on_client_hello(hello): None goes on; a SecureContext serves this connection (then
+#: sni_callback is not asked); a ClientHelloRefused (returned or raised) ends the handshake.
+ClientHelloHook = Hook[[ClientHello], SecureContext | ClientHelloRefused | None]
 #: on_ocsp_request(certificate, issuer): the OCSP response to staple, or None.
 OCSPRequestHook = Hook[[x509.Certificate, x509.Certificate | None], bytes | None]
 #: on_new_session(session_id, session_data): store a new server session.
@@ -212,6 +216,14 @@ class _ServerSide(TypedDict, total=False):
     alpn_protocols: Annotated[
         Sequence[str | bytes] | ALPNSelector | None,
         Opt("ALPN: a list in preference order, or a selector callable", node="ALPNProtocols"),
+    ]
+    on_client_hello: Annotated[
+        ClientHelloHook | None,
+        Opt(
+            "inspects each ClientHello first: go on, choose the context, or refuse",
+            node="",
+            check=_hook,
+        ),
     ]
     sni_callback: Annotated[
         SNICallback | None,
@@ -409,6 +421,7 @@ class ConnectionOptions:
     # server
     allow_renegotiation: bool = False
     sni_callback: _Callback | None = None
+    on_client_hello: _Callback | None = None
     alpn_callback: _Callback | None = None
     on_secure_connection: _Callback | None = None
     on_tls_client_error: _Callback | None = None
@@ -538,4 +551,5 @@ def prepare(context: SecureContext, opts: ConnectionOptions) -> None:
         async_alpn=inspect.iscoroutinefunction(opts.alpn_callback),
         new_sessions=opts.on_new_session is not None,
         keylog=opts.on_keylog is not None,
+        client_hello=opts.on_client_hello is not None,
     )

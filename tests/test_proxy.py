@@ -33,9 +33,12 @@ from proxy_util import (
     write_identity,
 )
 from proxyprotocol.v2 import ProxyProtocolV2
+from test_client_hello_hook import relay
+from test_clienthello import ja4plus_forms
 from util import eventually
 
 import aiotls
+from aiotls import ClientHello
 from aiotls.proxy import Proxy, ProxyConfigError, load_config
 
 PROXY: dict[str, Any] = {
@@ -93,8 +96,30 @@ async def test_echo_through_the_proxy_and_its_access_log(tmp_path, ca, certs, lo
     assert record["version"] == "TLSv1.3" and record["sni"] == "localhost"
     assert record["route"] == "default" and record["backend"] == up.address
     assert record["cipher"].startswith("TLS_") and record["group"]
-    assert record["ja4"] is None and record["resumed"] is False
+    assert record["ja4"].startswith("t13d") and record["resumed"] is False
     assert record["handshake_ms"] > 0 and record["duration"] > 0
+
+
+async def test_access_log_carries_the_ja4_of_the_client(tmp_path, ca, certs, log_path):
+    """The JA4 of the bytes a relay saw (by ja4plus), for a connection and a refused one."""
+    async with backend(echo) as up:
+        path = config(tmp_path, log_path, [{**certs["localhost"], "backend": up.address}])
+        async with running(path) as proxy, relay(proxy_port(proxy)) as (port, seen):
+            reader, writer = await connect(port, ca, alpn_protocols=["h2", "http/1.1"])
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            await close(writer)
+            (record,) = await record_of(log_path)
+            hello = ClientHello.from_records(bytes(seen))
+            assert hello is not None
+            assert record["ja4"] == hello.ja4 == ja4plus_forms(bytes(seen))[0]
+            del seen[:]
+            with pytest.raises(aiotls.TLSError):
+                await connect(port, ca, servername="unknown.test")
+            _, failed = await record_of(log_path, 2)
+    refused = ClientHello.from_records(bytes(seen))
+    assert refused is not None and refused.server_name == "unknown.test"
+    assert failed["outcome"] != "ok" and failed["ja4"] == refused.ja4
 
 
 async def test_sni_routes_choose_certificate_and_backend(tmp_path, ca, certs, log_path):

@@ -291,6 +291,44 @@ async def test_sigterm_drains_then_exits(tmp_path, ca):
     assert outcomes == ["drained", "ok"], outcomes
 
 
+async def test_workers_share_tickets_reload_on_sighup_and_drain_on_sigterm(tmp_path, ca):
+    """--workers 2: both serve, a TLS 1.3 ticket resumes on whichever worker the kernel
+    picks (the supervisor shares the keys), SIGHUP starts a new generation with the
+    certificate read again, SIGTERM drains them and exits 0."""
+    serving = r"(generation {} serving with 2 workers)"  # the old one stopped listening
+    async with backend(echo) as up:
+        identity = write_identity(tmp_path, ca, "localhost")
+        route = {**identity, "backend": up.address}
+        path = write_config(tmp_path / "proxy.toml", {**PROXY, "access_log": "off"}, [route])
+        async with proxy_process(path, "--workers", "2") as (proc, port):
+            await proc.wait_for_output(serving.format(1), stream="stderr")
+            await proc.wait_for_output(r"(worker 1 \(pid \d+, generation 1\) serving)",
+                                       stream="stderr")  # fmt: skip
+            sessions: list[bytes] = []
+            reader, writer = await connect(port, ca, on_session=sessions.append)
+            writer.write(b"x")
+            assert await reader.readexactly(1) == b"x"
+            await close(writer)
+            resumed = []
+            for _ in range(12):  # source ports differ: both workers take some of these
+                reader, writer = await connect(port, ca, session=sessions[-1])
+                resumed.append(writer.get_extra_info("tls").session_reused)
+                await close(writer)
+            assert all(resumed), resumed
+
+            fresh = write_identity(tmp_path, ca, "localhost", stem="renewed")
+            for kind in ("key", "cert"):
+                os.replace(fresh[kind], identity[kind])
+            proc.proc.send_signal(signal.SIGHUP)
+            await proc.wait_for_output(serving.format(2), stream="stderr")
+            reader, writer = await connect(port, ca)
+            served = writer.get_extra_info("tls").get_peer_certificate()["fingerprint256"]
+            await close(writer)
+            assert served == _fingerprint(identity["cert"])
+            proc.proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0, str(proc)
+
+
 async def test_cli_flags_for_one_route(tmp_path, ca):
     """The simple case without a file: flags for one route, client certificate required."""
     ca_file = tmp_path / "ca.pem"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .. import certinfo
 
 if TYPE_CHECKING:
+    from ..clienthello import ClientHello
     from ..engine import TLSEngine
 
 __all__ = ["SSLObjectShim", "TLSSocket", "TLSSocketMixin"]
@@ -45,6 +46,11 @@ class TLSSocketMixin:
     def servername(self) -> str | None:
         """The SNI name sent (client) or received (server)."""
         return self._engine.servername
+
+    @property
+    def client_hello(self) -> ClientHello | None:
+        """Server with on_client_hello: the client's parsed ClientHello (None before)."""
+        return self._engine.hello
 
     @property
     def alpn_protocol(self) -> str | bool:

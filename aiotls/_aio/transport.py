@@ -61,6 +61,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .. import _openssl, certinfo
+from ..clienthello import ALERTS, ClientHelloRefused
 from ..context import SecureContext
 from ..engine import PauseReason, TLSEngine, require_server_name
 from ..errors import TLSError, TLSHandshakeTimeout
@@ -227,6 +228,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_engine",
         "_eof_sent",
         "_handshake_timer",
+        "_hello_context",
         "_hook_task",
         "_loop",
         "_on_lost",
@@ -278,6 +280,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             allow_renegotiation=options.allow_renegotiation,
             external_sessions=options.on_resume_session is not None,
             choose_alpn=alpn_pause,
+            inspect_client_hello=options.on_client_hello is not None,
             request_ocsp=options.request_ocsp,
             on_new_session=self._new_session if options.on_new_session is not None else None,
             on_session=self._hook_caller(options.on_session),
@@ -304,6 +307,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._handshake_timer: asyncio.TimerHandle | None = None  # handshake_timeout
         self._shutdown_timer: asyncio.TimerHandle | None = None  # shutdown_timeout
         self._hook_task: asyncio.Task[None] | None = None
+        self._hello_context = False  # on_client_hello chose the context: no sni_callback
         self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
         self.raw_protocol = _RawProtocol(self)
 
@@ -446,12 +450,15 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     async def _run_hooks(self, reason: PauseReason) -> None:
         """Await the server's handshake hooks while the handshake is paused.
 
-        At the ClientHello: on_resume_session (external session store), an ALPN
-        selector. After it, at certificate selection: sni_callback, then on_ocsp_request.
+        At the ClientHello: on_client_hello first (a pause of its own), then
+        on_resume_session (external session store) and an ALPN selector. After it, at
+        certificate selection: sni_callback, then on_ocsp_request.
         """
         engine = self._engine
         try:
-            if reason is PauseReason.CLIENT_HELLO:
+            if engine.client_hello_pending:
+                await self._inspect_client_hello()
+            elif reason is PauseReason.CLIENT_HELLO:
                 await self._ask_session_store()
                 await self._choose_alpn()
             elif reason is PauseReason.SERVER_IDENTITY:
@@ -520,9 +527,34 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         assert callback is not None
         return callback([p.decode("ascii", "replace") for p in offered], self.servername)
 
+    async def _inspect_client_hello(self) -> None:
+        """Await on_client_hello on the parsed ClientHello: go on, serve the context it
+        gave (as SNI would), or have the engine end the handshake with the refusal's
+        alert; a hook that fails otherwise ends it with internal_error (a server fault)."""
+        engine, hook = self._engine, self._options.on_client_hello
+        assert hook is not None
+        try:
+            answer = await _maybe_await(hook(engine.hello))
+            if not isinstance(answer, SecureContext | ClientHelloRefused | None):
+                raise TypeError(f"on_client_hello returned {type(answer).__name__}")
+        except ClientHelloRefused as exc:
+            answer = exc
+        except Exception as exc:
+            error = TLSError(f"on_client_hello failed: {exc!r}", code="ERR_TLS_HOOK")
+            error.__cause__ = exc
+            engine.refuse_client_hello(ALERTS["internal_error"], error)
+            return
+        if isinstance(answer, ClientHelloRefused):
+            refusal = TLSError(str(answer), code="ERR_TLS_CLIENT_HELLO_REFUSED")
+            refusal.__cause__ = answer
+            engine.refuse_client_hello(answer.alert, refusal)
+        elif answer is not None:
+            engine.set_context(answer)
+            self._hello_context = True
+
     async def _choose_context(self) -> None:
         engine, sni = self._engine, self._options.sni_callback
-        if sni is None:
+        if sni is None or self._hello_context:
             return
         try:
             ctx = await _maybe_await(sni(engine.servername))
@@ -935,6 +967,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return (cipher, conn.get_cipher_version(), conn.get_cipher_bits())
         if name == "compression":
             return None
+        if name == "client_hello":  # with on_client_hello: the parsed ClientHello
+            return self._engine.hello or default
         if self._raw is not None:
             return self._raw.get_extra_info(name, default)
         return default

@@ -38,8 +38,9 @@ class ConnectionCallbacks(Protocol):
     Return values use OpenSSL's conventions only where noted; everything else is Python.
     """
 
-    def client_hello(self) -> int:
-        """Early in each ClientHello (server): 1 go on, -1 suspend, 0 refuse."""
+    def client_hello(self) -> int | tuple[int, int]:
+        """Early in each ClientHello (server): 1 go on, -1 suspend, 0 refuse (with the
+        handshake_failure alert), ``(0, alert)`` refuse with that alert."""
 
     def select_certificate(self) -> int:
         """The certificate callback, after the ClientHello (server): 1, -1 or 0 as above."""
@@ -173,7 +174,7 @@ def new_session_callback(ssl: Any, session: Any) -> None:
         owner.new_session(extended.session_id(session), extended.session_der(session))
 
 
-def client_hello_callback(ssl: Any) -> int:
+def client_hello_callback(ssl: Any) -> int | tuple[int, int]:
     """Early ClientHello (see :func:`extended.set_client_hello_cb`)."""
     owner = callbacks_of(ssl)
     return 1 if owner is None else owner.client_hello()

@@ -815,12 +815,13 @@ def set_get_session_cb(ctx_ptr: Any, callback: Callable[[Any, bytes], bytes | No
     setter(ctx_ptr, cb)
 
 
-def set_client_hello_cb(ctx_ptr: Any, callback: Callable[[Any], int]) -> None:
+def set_client_hello_cb(ctx_ptr: Any, callback: Callable[[Any], int | tuple[int, int]]) -> None:
     """Call ``callback(ssl_ptr)`` early in each ClientHello a server on this context reads.
 
     It returns 1 to go on, 0 to fail the handshake (handshake_failure alert), or -1 to
-    suspend (SSL_ERROR_WANT_CLIENT_HELLO_CB, which pyOpenSSL does not name). An exception
-    or any other value fails the handshake with an internal_error alert.
+    suspend (SSL_ERROR_WANT_CLIENT_HELLO_CB, which pyOpenSSL does not name); ``(0, alert)``
+    fails it with that alert (OpenSSL's ``*al``). An exception or any other value fails
+    the handshake with an internal_error alert.
     """
     setter = _fn("SSL_CTX_set_client_hello_cb")
 
@@ -830,6 +831,8 @@ def set_client_hello_cb(ctx_ptr: Any, callback: Callable[[Any], int]) -> None:
         except Exception:
             _log.debug("aiotls: client-hello callback failed", exc_info=True)
             result = None
+        if isinstance(result, tuple):
+            result, alert[0] = result
         if type(result) is int and result in (
             _SSL_CLIENT_HELLO_SUCCESS,
             _SSL_CLIENT_HELLO_ERROR,

@@ -18,7 +18,7 @@ Modules, one job each: :mod:`~aiotls.proxy.config` (the TOML file),
 """
 
 from .config import ProxyConfig, ProxyConfigError, Route, load_config, parse_config
-from .service import Proxy, run_proxy
+from .service import Proxy, run_proxy, run_proxy_workers
 
 __all__ = [
     "Proxy",
@@ -28,4 +28,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "run_proxy",
+    "run_proxy_workers",
 ]

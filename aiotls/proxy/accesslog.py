@@ -35,12 +35,11 @@ OUTCOMES = (
 
 
 def ja4(tls: Any) -> str | None:
-    """The JA4 fingerprint of the client's ClientHello.
-
-    aiotls does not expose the ClientHello to servers yet (``aiotls.clienthello``
-    will); until then there is no fingerprint to report and the field is null.
-    """
-    return None
+    """The JA4 fingerprint of the client's ClientHello (a TLSTransport or its TLSSocket),
+    kept by the proxy's on_client_hello; None without one (no ClientHello callback in
+    this OpenSSL build, or no access log to write it to)."""
+    hello = getattr(tls, "client_hello", None)
+    return None if hello is None else str(hello.ja4)
 
 
 class AccessLog:

@@ -228,6 +228,7 @@ class Pipe(asyncio.Protocol):
         self._proxy.metrics.handshake(result)
         try:
             self._record["sni"] = transport.servername
+            self._record["ja4"] = ja4(transport)
         except Exception:  # the engine may be gone; the name is only for the log
             self._record["sni"] = None
         self._client_lost = True

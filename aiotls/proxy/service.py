@@ -2,7 +2,9 @@
 rotation, the metrics endpoint, the access log, and the graceful drain (SIGTERM).
 
 :func:`run_proxy` is the whole life of one proxy process (or of one worker, given a
-listening socket); :class:`Proxy` is the same in parts, for embedding and tests.
+listening socket); :class:`Proxy` is the same in parts, for embedding and tests;
+:func:`run_proxy_workers` runs it in worker processes under
+:func:`aiotls.workers.supervise`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import socket
@@ -19,14 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import Server, TLSTransport, create_server, features
+from .. import ClientHello, Server, TLSTransport, create_server, features
+from ..workers import WorkerChannel, supervise
 from .accesslog import AccessLog
 from .config import ProxyConfig, ProxyConfigError, load_config
 from .metrics import Labels, Metrics, serve_metrics
 from .pipe import Pipe
 from .routing import RouteTable
 
-__all__ = ["Proxy", "run_proxy"]
+__all__ = ["Proxy", "run_proxy", "run_proxy_workers"]
 
 log = logging.getLogger("aiotls.proxy")
 
@@ -57,8 +61,12 @@ class Proxy:
     listening, lets connections finish until ``drain_timeout``, then cuts the rest.
     """
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, *, supervised: bool = False) -> None:
         self.config = config
+        # A worker under aiotls.workers.supervise: the supervisor shares and rotates the
+        # ticket keys and reloads (a new generation); this process neither rotates nor
+        # watches the files.
+        self._supervised = supervised
         self.table = RouteTable(config)
         self.metrics = Metrics()
         self.server: Server | None = None
@@ -69,7 +77,7 @@ class Proxy:
         self._bytes_keys: dict[tuple[str, str], Labels] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
-        self._rotation = self._ticket_key_rotation(config)
+        self._rotation = 0.0 if supervised else self._ticket_key_rotation(config)
 
     @staticmethod
     def _ticket_key_rotation(config: ProxyConfig) -> float:
@@ -96,6 +104,8 @@ class Proxy:
             options["alpn_protocols"] = self._select_alpn
         if any(route.ocsp_stapling == "auto" for route in config.routes):
             options["ocsp_stapling"] = "auto"
+        if self._access_log is not None and features()["client_hello_cb"]:
+            options["on_client_hello"] = _keep_client_hello
         where: dict[str, Any] = {"sock": sock}
         if sock is None and config.listen.path is not None:
             where = {"path": config.listen.path}
@@ -121,7 +131,7 @@ class Proxy:
         if self._rotation:
             self.rotate_ticket_keys()
             self._tasks.append(asyncio.create_task(self._rotate_every(self._rotation)))
-        if config.watch_interval:
+        if config.watch_interval and not self._supervised:
             self._tasks.append(asyncio.create_task(self._watch(config.watch_interval)))
         if config.metrics is not None:
             metrics = config.metrics
@@ -136,9 +146,10 @@ class Proxy:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
-    async def drain(self) -> int:
+    async def drain(self, *, wait: bool = True) -> int:
         """Stop accepting, wait up to ``drain_timeout`` for the connections to end, then
-        cut those still open; returns how many were cut."""
+        cut those still open; returns how many were cut. ``wait=False`` cuts at once
+        (a worker whose supervisor already gave them their time)."""
         for task in self._tasks:
             task.cancel()
         if self.metrics_server is not None:
@@ -148,6 +159,8 @@ class Proxy:
             self.server.close()
             log.info("draining: %d connections open", self.server.get_connections())
             try:
+                if not wait and self._pipes:
+                    raise TimeoutError
                 async with asyncio.timeout(self.config.drain_timeout or None):
                     await self.server.wait_closed()
             except TimeoutError:
@@ -299,6 +312,72 @@ class Proxy:
             if now != seen:
                 self.reload()
                 seen = now if list(now) == self.config.files() else _stat(self.config.files())
+
+
+def run_proxy_workers(
+    config: ProxyConfig,
+    workers: int,
+    *,
+    loop: str | None = None,
+    on_ready: Callable[[Proxy], Any] | None = None,
+) -> None:
+    """Run the proxy in ``workers`` processes on the configured TCP address until SIGTERM.
+
+    Blocks (see :func:`aiotls.workers.supervise`). The supervisor shares the session ticket
+    keys and rotates them every ``ticket_key_rotation`` (so a session resumes on any
+    worker); SIGHUP reloads by re-reading the configuration in the supervisor (a bad one
+    keeps the running workers) and starting a new generation; SIGTERM drains every worker
+    for ``drain_timeout``. ``on_ready(proxy)`` runs in worker 0 of the first generation
+    once it listens. Refuses what workers cannot share: a unix socket, a metrics endpoint.
+    """
+    if config.listen.path is not None:
+        raise ProxyConfigError("listen: workers share a TCP port, not a unix socket")
+    if config.metrics is not None:
+        raise ProxyConfigError("metrics: not with workers (each would count only its own)")
+    prepared: list[ProxyConfig] = []
+
+    def prepare() -> ProxyConfig:
+        """A generation's configuration: the file read again for each reload."""
+        if not prepared:
+            new = config
+        else:
+            new = load_config(config.path) if config.path is not None else config
+            RouteTable(new)  # a certificate that cannot be used refuses the reload
+            if fixed := _fixed_settings(prepared[-1], new):
+                raise ProxyConfigError(f"{fixed} changed: restart the proxy to apply that")
+        prepared.append(new)
+        del prepared[:-1]
+        return new
+
+    async def worker(sock: socket.socket, channel: WorkerChannel[ProxyConfig]) -> None:
+        proxy = Proxy(channel.config, supervised=True)
+        await proxy.start(sock)
+        try:
+            if on_ready is not None and channel.worker_id == 0 and channel.generation == 1:
+                result = on_ready(proxy)
+                if inspect.isawaitable(result):
+                    await result
+            assert proxy.server is not None
+            await channel.serve(proxy.server)  # closes it, then gives connections their time
+        finally:
+            await proxy.drain(wait=False)
+
+    rotation = Proxy._ticket_key_rotation(config)
+    supervise(
+        worker,
+        workers=workers,
+        host=config.listen.host,
+        port=config.listen.port,
+        loop=loop,
+        prepare=prepare,
+        ticket_key_interval=rotation or None,
+        graceful_timeout=config.drain_timeout or math.inf,  # 0: "off", no deadline
+    )
+
+
+def _keep_client_hello(hello: ClientHello) -> None:
+    """The access log's ``ja4``: with this hook the transport keeps the parsed hello;
+    it decides nothing (routing stays with SNI and ALPN)."""
 
 
 def _fixed_settings(old: ProxyConfig, new: ProxyConfig) -> str | None:

@@ -19,6 +19,7 @@ __all__ = [
     "original_lib",
 ]
 
+
 def original_lib() -> Any:
     """cryptography's compiled cffi ``Lib`` (pyOpenSSL's ``lib`` is a filtered copy)."""
     original = getattr(lib, "_original_lib", None)
@@ -41,4 +42,3 @@ def error_queue() -> list[str]:
 def address(pointer: Any) -> int:
     """A cdata pointer (an ``SSL*``, a ``BIO*``...) as an integer address."""
     return int(ffi.cast("uintptr_t", pointer))
-

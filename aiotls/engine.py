@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import inspect
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
@@ -960,9 +960,16 @@ class TLSEngine:
         """The SecureContext in use (after SNI, the one the hook chose)."""
         return self._context
 
-    def _fail(self, rc: int, err: int | None = None) -> TLSError:
-        """Build the error for a failed OpenSSL call; its alert stays queued to send."""
-        err, reasons, verify = self._tls.failure(rc, err)
+    def data_path_error(self, err: int, reasons: Sequence[str]) -> TLSError:
+        """The error for a fatal failure a DataPath reported (SSL_get_error's code and the
+        reasons of the error queue it drained): a renegotiation refusal first, as in read()."""
+        return self._refusal or self._fail(0, err, reasons)
+
+    def _fail(self, rc: int, err: int | None = None, drained: Sequence[str] = ()) -> TLSError:
+        """Build the error for a failed OpenSSL call; its alert stays queued to send.
+        ``drained``: reasons already taken off the error queue (by a DataPath)."""
+        err, queued, verify = self._tls.failure(rc, err)
+        reasons = [*drained, *queued]
         if verify != 0 and "certificate verify failed" in reasons:
             return self._certificate_error(verify)
         if err == ossl.ERROR_SYSCALL and not reasons:

@@ -18,6 +18,7 @@ import pytest
 
 import aiotls
 from aiotls._aio.transport import TLSTransport
+from aiotls._openssl import speedups
 from aiotls.options import ConnectionOptions
 
 
@@ -174,6 +175,22 @@ async def test_open_then_data_both_ways(server_ctx, client_ctx) -> None:
     await pair.pump()
     assert bytes(pair.received) == b"to the client"
     assert bytes(pair.app.data) == b"to the server"
+
+
+async def test_open_data_runs_on_the_data_path_in_use(server_ctx, client_ctx) -> None:
+    """OPEN: records and writes go through the DataPath speedups selected (the compiled one
+    when built), rebuilt on the BIOs compaction left; data still flows both ways."""
+    pair = Pair(server_ctx, client_ctx)
+    await pair.open()
+    datapath = pair.tls._datapath
+    assert type(datapath) is speedups.DataPath
+    pair.tls.writelines([b"to the ", b"client"])
+    pair.peer.send(b"to the server")
+    await pair.pump()
+    assert bytes(pair.received) == b"to the client"
+    assert bytes(pair.app.data) == b"to the server"
+    pair.tls.close()
+    assert pair.tls._datapath is None  # after OPEN, the engine decrypts and discards
 
 
 async def test_handshake_paused_for_a_hook_then_resumed(server_ctx, client_ctx) -> None:

@@ -58,15 +58,19 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _openssl, certinfo
+from .._openssl.speedups import CLOSE_NOTIFY, ERROR, DataPath, error_reasons, openssl_functions
 from ..clienthello import ALERTS, ClientHelloRefused
 from ..context import SecureContext
 from ..engine import PauseReason, TLSEngine, require_server_name
 from ..errors import TLSError, TLSHandshakeTimeout
 from ..options import ConnectionOptions
 from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
+
+if TYPE_CHECKING:
+    from .._openssl.speedups import AnyDataPath
 
 __all__ = ["TLSTransport", "call_hook"]
 
@@ -225,6 +229,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_app_views",
         "_close_exc",
         "_connect_app",
+        "_datapath",
         "_engine",
         "_eof_sent",
         "_handshake_timer",
@@ -309,6 +314,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._hook_task: asyncio.Task[None] | None = None
         self._hello_context = False  # on_client_hello chose the context: no sni_callback
         self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
+        self._datapath: AnyDataPath | None = None  # the OPEN state's data (not renegotiating)
         self.raw_protocol = _RawProtocol(self)
 
     # -- events from the socket ------------------------------------------------------
@@ -337,6 +343,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 self._handshake_failed(exc)
             return
         if self._state is _State.CLOSED:
+            return
+        if self._datapath is not None:
+            self._feed(self._datapath, data)
             return
         try:
             engine.receive_data(data)
@@ -663,6 +672,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         """The handshake succeeded and the hooks agreed: hand over to the application."""
         self._cancel_timers()
         self._set_state(_State.OPEN)
+        self._open_data_path()
         self._app_connected = True
         if self._connect_app:
             try:
@@ -714,6 +724,44 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._deliver()  # drains the incoming BIO too
             if self._state is _State.OPEN and not self._reading_paused:
                 self._engine.compact()
+                self._open_data_path()  # on the new BIOs
+
+    def _open_data_path(self) -> None:
+        """(Re)build the DataPath that carries the OPEN state's data, on the engine's
+        current SSL* and BIOs: after the handshake, a compaction, a renegotiation. Not
+        while a renegotiation runs: the engine's path sees it through."""
+        assert self._raw is not None
+        if self._reneg_waiter is not None:
+            return
+        datapath = DataPath(
+            *self._engine.raw_addresses(),
+            openssl_functions(),
+            self._app,
+            self._raw.write,
+            self._engine,
+        )
+        datapath.paused = self._reading_paused
+        self._datapath = datapath
+
+    def _feed(self, datapath: AnyDataPath, data: memoryview | bytes) -> None:
+        """Give the DataPath received ciphertext (b"": deliver what OpenSSL holds) and act
+        on its outcome: a protocol callback that raised, a fatal error, close_notify."""
+        try:
+            flags = datapath.feed(data)
+        except Exception as exc:
+            self._app_failed("buffer_updated()" if self._app_buffered else "data_received()", exc)
+            return
+        if flags & ERROR:
+            self._data_path_failed(datapath)
+        elif flags & CLOSE_NOTIFY and not self._peer_closed:
+            self._engine.close_notify_received = True
+            self._on_peer_close_notify()
+
+    def _data_path_failed(self, datapath: AnyDataPath) -> None:
+        """Close on the fatal error a DataPath reported, as the engine would have raised it."""
+        assert datapath.error is not None
+        err, codes = datapath.error
+        self._fatal(self._engine.data_path_error(err, error_reasons(codes)))
 
     def _flush(self) -> None:
         out = self._engine.take_output()
@@ -723,6 +771,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     def _deliver(self, flush: bool = True) -> None:
         """Decrypt what has arrived and hand it to the application (unless paused)."""
         if self._reading_paused and self._state is _State.OPEN:
+            return
+        if flush and self._datapath is not None:  # the DataPath always flushes
+            self._feed(self._datapath, b"")
             return
         engine, app = self._engine, self._app
         try:
@@ -785,6 +836,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def _renegotiated(self) -> None:
         waiter, self._reneg_waiter = self._reneg_waiter, None  # a refusal went to _fatal
+        if self._state is _State.OPEN:
+            self._open_data_path()
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -819,6 +872,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if state not in _TRANSITIONS[self._state]:
             raise RuntimeError(f"aiotls: TLS transport cannot go from {self._state} to {state}")
         self._state = state
+        if self._datapath is not None and state is not _State.OPEN:
+            self._datapath.paused = True  # a delivery under way stops after its batch
+            self._datapath = None  # data after OPEN is the engine's (decrypt and discard)
 
     def _cancel_timers(self) -> None:
         """Stop the handshake and shutdown timers (whichever runs)."""
@@ -839,6 +895,10 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data or self._state is not _State.OPEN:
             return
+        if self._datapath is not None:
+            if self._datapath.write(data):
+                self._data_path_failed(self._datapath)
+            return
         try:
             self._engine.send(data)
         except TLSError as exc:
@@ -851,6 +911,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is not _State.OPEN or self._eof_sent:
             for data in list_of_data:
                 self.write(data)
+            return
+        if self._datapath is not None:  # one SSL_write, one flush
+            joined = b"".join(list_of_data)
+            if joined and self._datapath.write(joined):
+                self._data_path_failed(self._datapath)
             return
         try:
             for data in list_of_data:
@@ -909,6 +974,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._reading_paused:
             return
         self._reading_paused = True
+        if self._datapath is not None:
+            self._datapath.paused = True
         if self._raw is not None and self._state is _State.OPEN:
             self._raw.pause_reading()
 
@@ -916,6 +983,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if not self._reading_paused:
             return
         self._reading_paused = False
+        if self._datapath is not None:
+            self._datapath.paused = False
         if self._raw is not None and self._state is _State.OPEN:
             self._raw.resume_reading()
             self._loop.call_soon(self._deliver)
@@ -940,6 +1009,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._app = protocol
         self._app_buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._app_views = getattr(protocol, "accepts_transient_views", False)
+        if self._datapath is not None:
+            self._datapath.set_protocol(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._app
@@ -1012,6 +1083,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is not _State.OPEN or self._reneg_waiter is not None:
             raise TLSError("renegotiate: connection not open or busy", code="ERR_TLS_NOT_READY")
         self._engine.renegotiate(request_cert=request_cert, reject_unauthorized=reject_unauthorized)
+        self._datapath = None  # the engine judges the peer again: its path until done
         self._reneg_waiter = self._loop.create_future()
         waiter = self._reneg_waiter
         self._flush()

@@ -2,8 +2,8 @@
 or pyOpenSSL and cryptography internals. A pyOpenSSL or cryptography upgrade can break
 only this folder (pyproject.toml pins the versions it was checked against).
 
-* :mod:`.binding` -- ``ffi``/``lib``, the error queue, and the data-path function
-  pointers for a compiled caller (:func:`data_path_pointers`).
+* :mod:`.binding` -- ``ffi``/``lib`` and the error queue; :mod:`.fnptrs` -- the
+  OpenSSL function pointers of the compiled data path (:func:`openssl_functions`).
 * :mod:`.extended` -- OpenSSL functions cryptography's bindings leave out, found in the
   wheel's symbol table; :func:`features` says which are available.
 * :mod:`.callbacks` -- every C callback, each reaching the connection's owner through
@@ -14,18 +14,18 @@ only this folder (pyproject.toml pins the versions it was checked against).
 
 from __future__ import annotations
 
-from .binding import data_path_pointers
 from .callbacks import ConnectionCallbacks, alpn_offsets
 from .connection import SSLConnection
 from .extended import TICKET_KEYS_LENGTH, features, has, require
+from .fnptrs import openssl_functions
 
 __all__ = [
     "TICKET_KEYS_LENGTH",
     "ConnectionCallbacks",
     "SSLConnection",
     "alpn_offsets",
-    "data_path_pointers",
     "features",
     "has",
+    "openssl_functions",
     "require",
 ]

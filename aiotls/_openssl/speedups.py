@@ -18,7 +18,12 @@ from .datapath import CLOSE_NOTIFY, ERROR, PAUSED, error_reasons
 from .fnptrs import openssl_functions
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from .. import _speedups
+
+    #: Either implementation, for annotations.
+    AnyDataPath: TypeAlias = _datapath.DataPath | _speedups.DataPath
 
 __all__ = [
     "CLOSE_NOTIFY",

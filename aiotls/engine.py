@@ -241,6 +241,7 @@ class TLSEngine:
     """
 
     __slots__ = (
+        "__weakref__",  # the floor reaches the engine from C callbacks by weak reference
         "_alpn_choice",
         "_choose_alpn",
         "_context",
@@ -1003,11 +1004,6 @@ class TLSEngine:
     # -- what was negotiated ---------------------------------------------------------
 
     @property
-    def connection(self) -> Any:
-        """The pyOpenSSL ``Connection`` (for getters aiotls does not wrap)."""
-        return self._tls.pyopenssl
-
-    @property
     def servername(self) -> str | None:
         """The SNI name: sent (client) or received (server)."""
         if not self.server_side:
@@ -1033,8 +1029,13 @@ class TLSEngine:
         cipher = self._tls.cipher()
         if cipher is None:
             return None
-        name, standard, version = cipher
+        name, standard, version, _ = cipher
         return {"name": name, "standardName": standard or standard_name(name), "version": version}
+
+    def stdlib_cipher(self) -> tuple[str, str, int] | None:
+        """The ``ssl`` module's ``cipher()``: (OpenSSL name, version, secret bits)."""
+        cipher = self._tls.cipher()
+        return None if cipher is None else (cipher[0], cipher[2], cipher[3])
 
     def get_ephemeral_key_info(self) -> dict[str, Any]:
         """Node's getEphemeralKeyInfo() for the key exchange (meaningful on the client).

@@ -254,9 +254,7 @@ def test_unclean_end_keeps_tls12_session_only_when_released(
     client, server = connect(server_ctx, client_ctx)
     session = client.get_session()
     if released:
-        server.release()
-    else:
-        server.connection.set_app_data(None)  # drop the cycle so the SSL is freed now
+        server.release()  # else the SSL is freed with the engine, unshut
     del server
     gc.collect()
     again = TLSEngine(client_ctx, server_hostname="localhost", session=session)

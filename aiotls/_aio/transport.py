@@ -1031,11 +1031,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             )
             return certinfo.stdlib_peercert(cert) if cert is not None else default
         if name == "cipher":
-            cipher = self._engine.connection.get_cipher_name()
-            if cipher is None:
-                return default
-            conn = self._engine.connection
-            return (cipher, conn.get_cipher_version(), conn.get_cipher_bits())
+            cipher = self._engine.stdlib_cipher()
+            return default if cipher is None else cipher
         if name == "compression":
             return None
         if name == "client_hello":  # with on_client_hello: the parsed ClientHello

@@ -1,7 +1,7 @@
 """Every C callback OpenSSL makes into aiotls, and the one interface they reach it through.
 
 A connection's owner (the engine) implements :class:`ConnectionCallbacks`; the floor's
-:class:`~aiotls._openssl.connection.SSLConnection` registers it as the ``SSL*``'s app data.
+:class:`~aiotls._openssl.connection.SSLConnection` registers it for its ``SSL*`` (:func:`register`).
 Each callback here is module level (cffi keeps it alive for the life of the process),
 decodes OpenSSL's arguments into Python values, asks the connection's owner, encodes the
 answer, and never lets a Python exception escape into OpenSSL: a failure becomes
@@ -10,12 +10,11 @@ OpenSSL's failure value, a clean handshake failure the engine reports.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Literal, Protocol
 
-from OpenSSL import SSL, crypto
-
 from . import extended
-from .binding import ffi, lib
+from .binding import certificate, ffi, lib
 
 __all__ = [
     "ConnectionCallbacks",
@@ -24,9 +23,11 @@ __all__ = [
     "callbacks_of",
     "cert_callback",
     "client_hello_callback",
+    "forget",
     "get_session_callback",
     "keylog_callback",
     "new_session_callback",
+    "register",
     "status_callback",
     "verify_callback",
 ]
@@ -74,10 +75,25 @@ class ConnectionCallbacks(Protocol):
         """One NSS key-log line, newline included."""
 
 
+#: Each live ``SSL*`` (a non-owning pointer: cffi pointers hash and compare by address)
+#: to a weak reference to its owner, so that the registry keeps no connection alive.
+_owners: dict[Any, weakref.ref[ConnectionCallbacks]] = {}
+
+
+def register(ssl: Any, owner: ConnectionCallbacks) -> None:
+    """Have the callbacks of ``ssl`` reach ``owner`` until :func:`forget`."""
+    _owners[ffi.cast("SSL *", ssl)] = weakref.ref(owner)
+
+
+def forget(ssl: Any) -> None:
+    """The callbacks of ``ssl`` reach nobody from now on (released, or freed)."""
+    _owners.pop(ssl, None)
+
+
 def callbacks_of(ssl: Any) -> ConnectionCallbacks | None:
     """The owner of an ``SSL*`` (None once it has been released)."""
-    conn = SSL.Connection._reverse_mapping.get(ssl)
-    return None if conn is None else conn.get_app_data()
+    ref = _owners.get(ssl)
+    return None if ref is None else ref()
 
 
 def alpn_offsets(data: bytes) -> dict[bytes, int]:
@@ -102,8 +118,7 @@ def verify_callback(preverify_ok: int, store: Any) -> int:
     if not preverify_ok:
         x509 = lib.X509_STORE_CTX_get_current_cert(store)
         if x509 != ffi.NULL:
-            lib.X509_up_ref(x509)  # the X509 object below owns this reference
-            cert = crypto.X509._from_raw_x509_ptr(x509).to_cryptography()
+            cert = certificate(x509)
     code = lib.X509_STORE_CTX_get_error(store)
     return 1 if owner.verify(bool(preverify_ok), code, cert) else 0
 

@@ -1,10 +1,11 @@
 """One OpenSSL connection (``SSL*`` and its two memory BIOs) as plain Python calls.
 
 The engine drives it; nothing above the floor sees an ``SSL*``, a ``BIO*`` or cffi.
-A pyOpenSSL ``Connection`` is kept per connection: it owns and frees the ``SSL*`` and
-its BIOs, maps the ``SSL*`` back to its owner for the C callbacks, and provides a dozen
-getters (certificates as cryptography objects, the verified chain, keying material,
-Finished messages, names) that would otherwise be rewritten here.
+It owns the ``SSL*`` itself (freed when it is collected) and registers its owner for the
+C callbacks (:func:`.callbacks.register`); there is no pyOpenSSL ``Connection`` per
+connection, whose construction and reverse mapping cost a handshake ~10 us and an idle
+connection ~0.5 KiB. The getters (certificates, chain, keying material, Finished
+messages, names) are a few OpenSSL calls each.
 
 The data path (:meth:`feed`, :meth:`drain`, :meth:`take`, :meth:`write_all`,
 :meth:`read_into`) reads while OpenSSL has bytes rather than looping until
@@ -18,14 +19,12 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from OpenSSL import SSL
+from cryptography import x509
 
 from . import callbacks, extended
-from .binding import address, error_queue, ffi, lib
+from .binding import address, certificate, cipher_list, error_queue, ffi, lib
 
 if TYPE_CHECKING:
-    from cryptography import x509
-
     from .callbacks import ConnectionCallbacks
     from .context import NativeContext
 
@@ -40,7 +39,7 @@ _OP_NO_RENEGOTIATION: Final = 0x40000000
 _OP_NO_SESSION_RESUMPTION_ON_RENEGOTIATION: Final = 0x10000
 _GET_TLSEXT_STATUS_REQ_TYPE: Final = 127  # SSL_CTRL_GET_TLSEXT_STATUS_REQ_TYPE
 _CTRL_GET_MAX_PROTO_VERSION: Final = 131  # SSL_get_max_proto_version is a macro over SSL_ctrl
-_TLS1_3: Final = SSL.TLS1_3_VERSION
+_TLS1_3: Final = 0x0304
 #: SSL_ERROR_WANT_CLIENT_HELLO_CB; not in cryptography's bindings.
 WANT_CLIENT_HELLO_CB: Final = 11
 #: The SSL_ERROR_* values the engine tells apart.
@@ -71,17 +70,24 @@ def _scratch() -> Any:
 class SSLConnection:
     """An ``SSL*`` on ``context`` whose C callbacks reach ``owner``."""
 
-    __slots__ = ("_conn", "bio_in", "bio_out", "ssl")
+    __slots__ = ("_contexts", "bio_in", "bio_out", "ssl")
 
     def __init__(self, context: NativeContext, owner: ConnectionCallbacks, *, server_side: bool):
-        conn = SSL.Connection(context.native, None)
-        conn.set_app_data(owner)
-        self._conn = conn
-        self.ssl, self.bio_in, self.bio_out = conn._ssl, conn._into_ssl, conn._from_ssl
+        raw = lib.SSL_new(context.pointer)
+        if raw == ffi.NULL:
+            error_queue()
+            raise MemoryError("OpenSSL could not allocate a connection")
+        self.ssl = ffi.gc(raw, _free_ssl)
+        # The contexts the SSL* was on: their callbacks (cffi objects) must outlive it.
+        self._contexts = [context]
+        self.bio_in = self.bio_out = ffi.NULL
+        if not self._new_bios():
+            raise MemoryError("OpenSSL could not allocate a memory BIO")
+        callbacks.register(raw, owner)
         if server_side:
-            conn.set_accept_state()
+            lib.SSL_set_accept_state(raw)
         else:
-            conn.set_connect_state()
+            lib.SSL_set_connect_state(raw)
 
     # -- configuration ---------------------------------------------------------------
 
@@ -125,7 +131,8 @@ class SSLConnection:
 
     def set_context(self, context: NativeContext) -> None:
         """Switch a server connection to another context (SNI)."""
-        self._conn.set_context(context.native)
+        lib.SSL_set_SSL_CTX(self.ssl, context.pointer)
+        self._contexts.append(context)
 
     # -- the data path ---------------------------------------------------------------
 
@@ -222,14 +229,17 @@ class SSLConnection:
     def compact(self) -> bool:
         """Replace both memory BIOs with fresh ones (giving back the memory a handshake
         left in them); False when out of memory (the old ones stay)."""
+        return self._new_bios()
+
+    def _new_bios(self) -> bool:
+        """Give the SSL* two fresh memory BIOs (SSL_set_bio frees the old ones)."""
         fresh_in, fresh_out = lib.BIO_new(lib.BIO_s_mem()), lib.BIO_new(lib.BIO_s_mem())
         if fresh_in == ffi.NULL or fresh_out == ffi.NULL:
             lib.BIO_free(fresh_in)
             lib.BIO_free(fresh_out)
             return False
         lib.SSL_set_bio(self.ssl, fresh_in, fresh_out)
-        self.bio_in = self._conn._into_ssl = fresh_in
-        self.bio_out = self._conn._from_ssl = fresh_out
+        self.bio_in, self.bio_out = fresh_in, fresh_out
         return True
 
     def addresses(self) -> tuple[int, int, int]:
@@ -277,7 +287,7 @@ class SSLConnection:
         resumption survives resets and EOFs without close_notify."""
         if handshake_done:
             lib.SSL_set_shutdown(self.ssl, lib.SSL_SENT_SHUTDOWN | lib.SSL_RECEIVED_SHUTDOWN)
-        self._conn.set_app_data(None)
+        callbacks.forget(self.ssl)
 
     # -- the ClientHello (inside its callback) -----------------------------------------
 
@@ -329,17 +339,20 @@ class SSLConnection:
 
     def protocol_name(self) -> str:
         """ "TLSv1.3", "TLSv1.2", ..."""
-        return self._conn.get_protocol_version_name()
+        return ffi.string(lib.SSL_get_version(self.ssl)).decode()  # type: ignore[no-any-return]
 
-    def cipher(self) -> tuple[str, str | None, str] | None:
-        """(OpenSSL name, standard name if OpenSSL can say, version) of the suite."""
-        name = self._conn.get_cipher_name()
-        if name is None:
+    def cipher(self) -> tuple[str, str | None, str, int] | None:
+        """(OpenSSL name, standard name if OpenSSL can say, version, secret bits) of the
+        suite; None before one was chosen."""
+        suite = lib.SSL_get_current_cipher(self.ssl)
+        if suite == ffi.NULL:
             return None
         standard = None
         if extended.has("standard_cipher_name"):
             standard = extended.cipher_standard_name(self.ssl)
-        return name, standard, self._conn.get_cipher_version() or "unknown"
+        version = ffi.string(lib.SSL_CIPHER_get_version(suite)).decode() or "unknown"
+        name = ffi.string(lib.SSL_CIPHER_get_name(suite)).decode()
+        return name, standard, version, int(lib.SSL_CIPHER_get_bits(suite, ffi.NULL))
 
     def peer_tmp_key(self) -> tuple[str, int] | None:
         """The peer's ephemeral key as (OpenSSL type name, bits), when OpenSSL can say."""
@@ -358,7 +371,9 @@ class SSLConnection:
 
     def alpn_protocol(self) -> bytes | None:
         """The negotiated ALPN protocol."""
-        return self._conn.get_alpn_proto_negotiated() or None
+        data, length = ffi.new("unsigned char **"), ffi.new("unsigned int *")
+        lib.SSL_get0_alpn_selected(self.ssl, data, length)
+        return ffi.buffer(data[0], length[0])[:] if length[0] else None
 
     def session_reused(self) -> bool:
         """True when the handshake resumed a session."""
@@ -366,22 +381,34 @@ class SSLConnection:
 
     def group_name(self) -> str | None:
         """The key-exchange group negotiated."""
-        return self._conn.get_group_name()
+        if lib.SSL_get_session(self.ssl) == ffi.NULL:  # OpenSSL crashes without one
+            return None
+        name = lib.SSL_get0_group_name(self.ssl)
+        return None if name == ffi.NULL else ffi.string(name).decode()
 
     def peer_certificate(self) -> x509.Certificate | None:
         """The peer's leaf certificate."""
-        return self._conn.get_peer_certificate(as_cryptography=True)
+        cert = lib.SSL_get_peer_certificate(self.ssl)  # a new reference
+        if cert == ffi.NULL:
+            return None
+        try:
+            return certificate(cert)
+        finally:
+            lib.X509_free(cert)
 
     def peer_chain(self) -> list[x509.Certificate]:
         """The peer's chain as verified to our anchor, else as the peer sent it."""
-        chain = self._conn.get_verified_chain(as_cryptography=True)
-        if not chain:
-            chain = self._conn.get_peer_cert_chain(as_cryptography=True)
-        return list(chain or [])
+        stack = lib.SSL_get0_verified_chain(self.ssl)
+        if stack == ffi.NULL or not lib.sk_X509_num(stack):
+            stack = lib.SSL_get_peer_cert_chain(self.ssl)
+        if stack == ffi.NULL:
+            return []
+        return [certificate(lib.sk_X509_value(stack, i)) for i in range(lib.sk_X509_num(stack))]
 
     def certificate(self) -> x509.Certificate | None:
         """Our own certificate."""
-        return self._conn.get_certificate(as_cryptography=True)
+        cert = lib.SSL_get_certificate(self.ssl)  # borrowed
+        return None if cert == ffi.NULL else certificate(cert)
 
     def session(self) -> bytes | None:
         """The current session, DER-encoded."""
@@ -394,22 +421,38 @@ class SSLConnection:
             return None
 
     def export_keying_material(self, label: bytes, length: int, context: bytes | None) -> bytes:
-        """RFC 5705 keying material."""
-        return self._conn.export_keying_material(label, length, context)
+        """RFC 5705 keying material; ValueError when OpenSSL refuses (no handshake yet)."""
+        out = _uninitialised("unsigned char[]", length)
+        ok = lib.SSL_export_keying_material(
+            self.ssl, out, length, label, len(label),
+            ffi.NULL if context is None else context, len(context or b""), context is not None,
+        )  # fmt: skip
+        if ok != 1:
+            error_queue()
+            raise ValueError("OpenSSL cannot export keying material from this connection")
+        return ffi.buffer(out, length)[:]  # type: ignore[no-any-return]
 
     def finished(self) -> bytes | None:
         """The last Finished message we sent."""
-        return self._conn.get_finished()
+        return _finished_message(lib.SSL_get_finished, self.ssl)
 
     def peer_finished(self) -> bytes | None:
         """The last Finished message the peer sent."""
-        return self._conn.get_peer_finished()
+        return _finished_message(lib.SSL_get_peer_finished, self.ssl)
 
     def cipher_list(self) -> list[str]:
-        """The cipher names this connection may use."""
-        return self._conn.get_cipher_list()
+        """The cipher names this connection may use, in preference order."""
+        return cipher_list(self.ssl)
 
-    @property
-    def pyopenssl(self) -> SSL.Connection:
-        """The pyOpenSSL Connection (for the stdlib ``ssl_object`` shim's getters)."""
-        return self._conn
+
+def _free_ssl(ssl: Any) -> None:
+    """The finaliser of an owned ``SSL*``: unregister it, then free it (and its BIOs)."""
+    callbacks.forget(ssl)
+    lib.SSL_free(ssl)
+
+
+def _finished_message(get: Any, ssl: Any) -> bytes | None:
+    """SSL_get_finished or SSL_get_peer_finished as bytes (None before one was sent)."""
+    buf = _uninitialised("char[]", 64)  # the longest Finished (SHA-512 based) is 64 bytes
+    size = int(get(ssl, buf, 64))
+    return ffi.buffer(buf, min(size, 64))[:] if size else None

@@ -19,7 +19,7 @@ from cryptography import x509
 from OpenSSL import SSL, crypto
 
 from . import callbacks, extended
-from .binding import error_queue, ffi, lib
+from .binding import cipher_list, error_queue, ffi, lib
 
 __all__ = ["TLS_VERSIONS", "NativeContext", "Refused", "cipher_names", "new_context"]
 
@@ -72,7 +72,7 @@ def cipher_names() -> list[str]:
     """The names of every cipher this OpenSSL offers (Node's tls.getCiphers())."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_cipher_list(b"ALL:!COMPLEMENTOFDEFAULT:!eNULL:@STRENGTH")
-    return SSL.Connection(ctx, None).get_cipher_list()
+    return cipher_list(ffi.gc(lib.SSL_new(ctx._context), lib.SSL_free))
 
 
 def new_context() -> NativeContext:
@@ -84,7 +84,7 @@ def new_context() -> NativeContext:
     (:meth:`NativeContext.enable_keylog`, :meth:`NativeContext.report_sessions`)."""
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.clear_mode(lib.SSL_MODE_ENABLE_PARTIAL_WRITE)
-    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS | _MODE_NO_AUTO_CHAIN | lib.SSL_MODE_AUTO_RETRY)
     ctx.set_options(SSL.OP_NO_COMPRESSION)
     ptr = ctx._context
     lib.SSL_CTX_set_alpn_select_cb(ptr, callbacks.alpn_select_callback, ffi.NULL)
@@ -97,10 +97,12 @@ def new_context() -> NativeContext:
 class NativeContext:
     """An ``SSL_CTX`` (through pyOpenSSL's Context, which owns and frees it)."""
 
-    __slots__ = ("native",)
+    __slots__ = ("native", "pointer")
 
     def __init__(self, native: SSL.Context) -> None:
         self.native = native
+        #: The ``SSL_CTX*`` (alive as long as ``native``).
+        self.pointer = native._context
 
     # -- protocol and ciphers ----------------------------------------------------------
 

@@ -42,6 +42,7 @@ class PipeOwner(Protocol):
 
     def finished(self, pipe: Pipe, route: str, outcome: str, record: dict[str, Any]) -> None: ...
 
+
 log = logging.getLogger("aiotls.proxy")
 
 _RAGGED_EOF = "ERR_SSL_UNEXPECTED_EOF_WHILE_READING"

@@ -547,10 +547,10 @@ class TLSEngine:
     def compact(self) -> None:
         """Give back the memory the handshake left in the memory BIOs (about 8 KiB).
 
-        A memory BIO keeps the capacity of the largest flight it ever held. Call at an
-        idle point, after :meth:`data_to_send` and :meth:`read` have drained both
-        directions (the transport does so right after the handshake): fresh BIOs
-        replace the old ones, which OpenSSL frees.
+        A memory BIO keeps the capacity of the largest flight it ever held. Call after
+        :meth:`data_to_send` drained the outgoing side (the transport does so as the
+        handshake completes): fresh BIOs replace the old ones, which OpenSSL frees;
+        received bytes not yet decrypted move to the new incoming BIO.
         """
         if self._tls.compact():  # out of memory: the old ones stay
             self._through_peak = 0

@@ -672,6 +672,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         """The handshake succeeded and the hooks agreed: hand over to the application."""
         self._cancel_timers()
         self._set_state(_State.OPEN)
+        if self._engine.bloated and not self._session_hooks:
+            # Give back the memory the handshake left in the BIOs before the data path
+            # binds them: send what they hold first (the last flight, unless it is held).
+            self._flush()
+            self._engine.compact()
         self._open_data_path()
         self._app_connected = True
         if self._connect_app:
@@ -686,7 +691,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._waiter.set_result(None)
         if self._options.on_secure_connection is not None:
             call_hook(self._loop, self._options.on_secure_connection, self)
-        self._deliver(flush=False)  # _step_handshake flushes at the end of the iteration
+        self._deliver()  # what arrived with the last flight, through the data path
 
     def _app_failed(self, where: str, exc: Exception) -> None:
         """The one path for an application protocol callback that raised (wherever it was
@@ -716,15 +721,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     # -- data path -------------------------------------------------------------------
 
     def _settle(self) -> None:
-        """After the handshake: send its last flight, then shrink the BIOs it grew."""
-        if self._session_hooks:
-            return  # the last flight is held until on_new_session completed
-        self._flush()
-        if self._engine.bloated and self._state is _State.OPEN and not self._reading_paused:
-            self._deliver()  # drains the incoming BIO too
-            if self._state is _State.OPEN and not self._reading_paused:
-                self._engine.compact()
-                self._open_data_path()  # on the new BIOs
+        """After the handshake: send its last flight (unless on_new_session holds it)."""
+        if not self._session_hooks:
+            self._flush()
 
     def _open_data_path(self) -> None:
         """(Re)build the DataPath that carries the OPEN state's data, on the engine's
@@ -768,11 +767,11 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if out is not None and self._raw is not None and not self._raw.is_closing():
             self._raw.write(out)
 
-    def _deliver(self, flush: bool = True) -> None:
+    def _deliver(self) -> None:
         """Decrypt what has arrived and hand it to the application (unless paused)."""
         if self._reading_paused and self._state is _State.OPEN:
             return
-        if flush and self._datapath is not None:  # the DataPath always flushes
+        if self._datapath is not None:  # it flushes what the application wrote, too
             self._feed(self._datapath, b"")
             return
         engine, app = self._engine, self._app
@@ -812,8 +811,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         except TLSError as exc:
             self._fatal(exc)
             return
-        if flush:
-            self._flush()  # post-handshake messages (key updates, renegotiation)
+        self._flush()  # post-handshake messages (key updates, renegotiation)
         if self._reneg_waiter is not None and not engine.renegotiating:
             self._renegotiated()
         if engine.close_notify_received and not self._peer_closed:

@@ -228,8 +228,20 @@ class SSLConnection:
 
     def compact(self) -> bool:
         """Replace both memory BIOs with fresh ones (giving back the memory a handshake
-        left in them); False when out of memory (the old ones stay)."""
-        return self._new_bios()
+        left in them), carrying over received bytes OpenSSL has not read yet; the
+        outgoing BIO must have been drained. False when out of memory (the old ones stay)."""
+        pending = self.unprocessed()
+        carried = b""
+        if pending:
+            buf = _uninitialised("char[]", pending)
+            carried = ffi.buffer(buf, lib.BIO_read(self.bio_in, buf, pending))[:]
+        if not self._new_bios():
+            if carried:
+                self.feed(carried, len(carried))
+            return False
+        if carried:
+            self.feed(carried, len(carried))
+        return True
 
     def _new_bios(self) -> bool:
         """Give the SSL* two fresh memory BIOs (SSL_set_bio frees the old ones)."""

@@ -193,6 +193,28 @@ def test_plaintext_arrives_whole_whatever_the_record_splits(
     assert pair.client_reads() == expected
 
 
+def test_rebind_after_compaction_carries_unread_ciphertext_over(impl: type[Any], contexts) -> None:
+    """A compaction swaps the BIOs under a paused data path: ciphertext it stored but did
+    not decrypt moves to the new incoming BIO, and after rebind() it is delivered and
+    answered over the new ones."""
+    protocol = Recorder()
+    pair = Pair(impl, contexts, protocol)
+    pair.dp.paused = True
+    assert pair.dp.feed(pair.client_sends(b"before")) == _datapath.PAUSED
+    old = pair.server.raw_addresses()
+    pair.server.compact()
+    assert pair.server.raw_addresses()[1:] != old[1:]
+    pair.dp.rebind(*pair.server.raw_addresses())
+    pair.dp.paused = False
+    protocol.on_data = lambda data: pair.dp.write(data.upper())
+    assert pair.dp.feed(b"") == 0
+    assert pair.dp.feed(pair.client_sends(b"after")) == 0
+    assert protocol.received == b"beforeafter"
+    assert pair.client_reads() == b"BEFOREAFTER"
+    with pytest.raises(ValueError, match="not NULL"):
+        pair.dp.rebind(0, 0, 0)
+
+
 def test_one_data_received_per_batch_and_no_failing_read(impl: type[Any], contexts) -> None:
     """Ten records in one chunk: one data_received with all of them; the batch ends without
     a failing SSL_read (OpenSSL's want_read stays off), unlike the engine's read loop."""

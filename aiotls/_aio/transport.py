@@ -672,11 +672,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         """The handshake succeeded and the hooks agreed: hand over to the application."""
         self._cancel_timers()
         self._set_state(_State.OPEN)
-        if self._engine.bloated and not self._session_hooks:
-            # Give back the memory the handshake left in the BIOs before the data path
-            # binds them: send what they hold first (the last flight, unless it is held).
-            self._flush()
-            self._engine.compact()
         self._open_data_path()
         self._app_connected = True
         if self._connect_app:
@@ -721,9 +716,15 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     # -- data path -------------------------------------------------------------------
 
     def _settle(self) -> None:
-        """After the handshake: send its last flight (unless on_new_session holds it)."""
-        if not self._session_hooks:
-            self._flush()
+        """After the handshake: send its last flight (with the application's first write,
+        if any, in one socket write), then give back the memory it left in the BIOs."""
+        if self._session_hooks:
+            return  # the last flight is held until on_new_session completed
+        self._flush()
+        datapath = self._datapath
+        if self._engine.bloated and datapath is not None and self._state is _State.OPEN:
+            self._engine.compact()
+            datapath.rebind(*self._engine.raw_addresses())
 
     def _open_data_path(self) -> None:
         """(Re)build the DataPath that carries the OPEN state's data, on the engine's

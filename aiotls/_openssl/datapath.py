@@ -109,10 +109,15 @@ def error_reasons(codes: Sequence[int]) -> list[str]:
     return reasons
 
 
-def check_arguments(ssl: int, bio_in: int, bio_out: int, functions: Sequence[int]) -> None:
-    """The constructor's checks, shared by both implementations."""
+def check_addresses(ssl: int, bio_in: int, bio_out: int) -> None:
+    """The checks of the addresses a DataPath binds, shared by both implementations."""
     if not (ssl and bio_in and bio_out):
         raise ValueError("DataPath needs the addresses of an SSL* and its two BIOs, not NULL")
+
+
+def check_arguments(ssl: int, bio_in: int, bio_out: int, functions: Sequence[int]) -> None:
+    """The constructor's checks, shared by both implementations."""
+    check_addresses(ssl, bio_in, bio_out)
     if len(functions) != len(FUNCTIONS) or not all(functions):
         raise ValueError(
             f"functions: expected the {len(FUNCTIONS)} addresses of openssl_functions()"
@@ -187,6 +192,13 @@ class DataPath:
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         """Deliver to ``protocol`` from now on (``Transport.set_protocol``)."""
         self._data_received, self._buffered = protocol_callbacks(protocol)
+
+    def rebind(self, ssl: int, bio_in: int, bio_out: int) -> None:
+        """Go on over the BIOs that replaced the old ones (a compaction), not inside feed()."""
+        check_addresses(ssl, bio_in, bio_out)
+        self._ssl = ffi.cast("SSL *", ssl)
+        self._in = ffi.cast("BIO *", bio_in)
+        self._out = ffi.cast("BIO *", bio_out)
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         """Take a chunk of ciphertext and deliver the plaintext it completes."""

@@ -29,12 +29,14 @@ class FakeSocket(asyncio.Transport):
         super().__init__()
         self.loop, self.protocol = loop, protocol
         self.out = bytearray()
+        self.writes = 0  # write() calls: socket writes on a real transport
         self.reading = True
         self.closing = self.aborted = self.lost = False
 
     # what the transport under test calls
     def write(self, data: Any) -> None:
         assert not self.closing, "write after close"
+        self.writes += 1
         self.out += data
 
     def pause_reading(self) -> None:
@@ -100,9 +102,12 @@ class App(asyncio.Protocol):
         self.eofs = 0
         self.keep_open_on_eof = False
         self.on_data: Callable[[bytes], None] | None = None
+        self.on_made: Callable[[], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.made.set_result(None)
+        if self.on_made is not None:
+            self.on_made()
 
     def data_received(self, data: bytes) -> None:
         self.data += data
@@ -191,6 +196,34 @@ async def test_open_data_runs_on_the_data_path_in_use(server_ctx, client_ctx) ->
     assert bytes(pair.app.data) == b"to the server"
     pair.tls.close()
     assert pair.tls._datapath is None  # after OPEN, the engine decrypts and discards
+
+
+async def test_last_flight_leaves_with_the_first_write_then_the_bios_shrink(
+    server_ctx, client_ctx
+) -> None:
+    """The server's last flight (TLS 1.3 tickets) waits for the application's first
+    write, made from a callback connection_made scheduled (as a streams handler's task
+    is): both leave in one socket write. Data that came with the client's Finished is
+    delivered; then the handshake's BIOs are replaced under the data path, which goes on."""
+    pair = Pair(server_ctx, client_ctx)
+    loop = asyncio.get_running_loop()
+    pair.app.on_made = lambda: loop.call_soon(pair.tls.write, b"hello")
+    pair.sock.feed(pair.peer.data_to_send())  # ClientHello
+    pair.peer.receive_data(pair.sock.take())  # the server's flight
+    assert pair.peer.handshake_complete
+    pair.peer.send(b"ping")
+    addresses = pair.tls._engine.raw_addresses()
+    writes = pair.sock.writes
+    pair.sock.feed(pair.peer.data_to_send())  # Finished, and data right behind it
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert pair.sock.writes == writes + 1
+    pair.peer.receive_data(pair.sock.take())
+    assert pair.peer.read() == b"hello" and bytes(pair.app.data) == b"ping"
+    assert pair.tls._engine.raw_addresses()[1:] != addresses[1:]  # fresh BIOs
+    pair.peer.send(b" pong")
+    pair.sock.feed(pair.peer.data_to_send())
+    assert bytes(pair.app.data) == b"ping pong"
 
 
 async def test_handshake_paused_for_a_hook_then_resumed(server_ctx, client_ctx) -> None:

@@ -686,7 +686,9 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._waiter.set_result(None)
         if self._options.on_secure_connection is not None:
             call_hook(self._loop, self._options.on_secure_connection, self)
-        self._deliver()  # what arrived with the last flight, through the data path
+        # What arrived with the last flight; the flight waits for _settle, so that the
+        # application's first write leaves with it.
+        self._deliver(flush=False)
 
     def _app_failed(self, where: str, exc: Exception) -> None:
         """The one path for an application protocol callback that raised (wherever it was
@@ -768,11 +770,12 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if out is not None and self._raw is not None and not self._raw.is_closing():
             self._raw.write(out)
 
-    def _deliver(self) -> None:
-        """Decrypt what has arrived and hand it to the application (unless paused)."""
+    def _deliver(self, flush: bool = True) -> None:
+        """Decrypt what has arrived and hand it to the application (unless paused);
+        ``flush=False`` leaves what the application wrote meanwhile in the BIO."""
         if self._reading_paused and self._state is _State.OPEN:
             return
-        if self._datapath is not None:  # it flushes what the application wrote, too
+        if flush and self._datapath is not None:  # it always flushes
             self._feed(self._datapath, b"")
             return
         engine, app = self._engine, self._app
@@ -812,7 +815,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         except TLSError as exc:
             self._fatal(exc)
             return
-        self._flush()  # post-handshake messages (key updates, renegotiation)
+        if flush:
+            self._flush()  # post-handshake messages (key updates, renegotiation)
         if self._reneg_waiter is not None and not engine.renegotiating:
             self._renegotiated()
         if engine.close_notify_received and not self._peer_closed:

@@ -165,6 +165,8 @@ CLIENT_RENEG_WINDOW = 600
 
 
 class _State(enum.Enum):
+    __hash__ = object.__hash__  # members are singletons; Enum's hash is Python code
+
     HANDSHAKING = "handshaking"
     WAITING_FOR_HOOK = "waiting for hook"  # the handshake stopped; the socket is not read
     OPEN = "open"

@@ -746,7 +746,9 @@ def _set_versions(ctx: NativeContext, options: Mapping[str, Any]) -> None:
         low, high = _METHODS[method]
         ctx.set_versions(low or TLS_VERSIONS["TLSv1"], high)
         return
-    min_v = _version("min_version", options.get("min_version") or "TLSv1.2")
+    min_v = _version(
+        "min_version", options.get("min_version") or CONTEXT_SPECS["min_version"].default
+    )
     max_v = None
     if options.get("max_version") is not None:
         max_v = _version("max_version", options["max_version"])

@@ -459,7 +459,9 @@ def _stapler(values: dict[str, Any]) -> OCSPStapler | None:
         )
     return OCSPStapler(
         cache_dir=companions.get("ocsp_cache_dir"),
-        must_staple=companions.get("ocsp_must_staple", "enforce"),
+        must_staple=companions.get(
+            "ocsp_must_staple", CONNECTION_SPECS["ocsp_must_staple"].default
+        ),
     )
 
 

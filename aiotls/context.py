@@ -15,6 +15,7 @@ import datetime
 import difflib
 import hashlib
 import inspect
+import math
 import os
 import re
 import warnings
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from . import _der
+from ._checks import expect_bool, text, timeout
 from ._openssl import TICKET_KEYS_LENGTH
 from ._openssl import require as require_feature
 from ._openssl.context import TLS_VERSIONS, NativeContext, Refused, new_context
@@ -35,6 +37,7 @@ from .errors import TLSConfigError
 
 __all__ = [
     "CONTEXT_OPTIONS",
+    "CONTEXT_SPECS",
     "DEFAULT_ECDH_CURVE",
     "ContextOptions",
     "KeyEntry",
@@ -61,9 +64,10 @@ class Opt:
     The options TypedDicts are the single table of option names: mypy checks calls
     against them, and the "unknown option" check, help() and the docs read them.
     ``default`` is shown when not None (an absent option is "not set"); ``node`` is Node's
-    name when it is not the camelCase of ours ("" when Node has none). ``check`` (connection
-    options) takes (name, value given or default) and returns the value to use, raising
-    TypeError/ValueError naming the option; None where the option is checked with others.
+    name when it is not the camelCase of ours ("" when Node has none). ``check`` takes
+    (name, value given or default) and returns the value to use, raising TypeError/ValueError
+    naming the option (:func:`validated` runs them); None where the option is checked with
+    others, where they are combined (key/cert/pfx pairing, the protocol versions, stapling).
     """
 
     doc: str
@@ -81,6 +85,19 @@ def option_specs(table: type) -> dict[str, Opt]:
             raise TypeError(f"{table.__name__}.{name}: declare it as Annotated[type, Opt(...)]")
         specs[name] = opts[0]
     return specs
+
+
+def validated(specs: Mapping[str, Opt], given: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option of ``specs``: its check's value (of the value given, else the default),
+    or, where it is checked with others, the value given (None when absent). A bad value
+    raises here, at the call that received it, naming the option."""
+    values = {}
+    for name, opt in specs.items():  # a loop, not a comprehension: warnings' stacklevel
+        if opt.check is None:
+            values[name] = given.get(name)
+        else:
+            values[name] = opt.check(name, given.get(name, opt.default))
+    return values
 
 
 def option_names(table: type) -> frozenset[str]:
@@ -125,6 +142,119 @@ class PfxEntry(TypedDict):
     passphrase: NotRequired[str | bytes]
 
 
+# The checkers the context options' Opt(check=...) name, beside the generic ones of
+# aiotls._checks: (option, value given or default) -> what create_secure_context uses.
+
+
+def _passphrase(option: str, value: object) -> bytes | None:
+    """A passphrase (str or bytes) as bytes, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
+
+
+def _trust(option: str, value: object) -> list[x509.Certificate] | None:
+    """The CA certificates of ``ca`` (None: the system store)."""
+    return None if value is None else _certs(option, value)
+
+
+def _crls(option: str, value: object) -> list[x509.CertificateRevocationList] | None:
+    """The revocation lists of ``crl``, each parsed and not yet expired, or None."""
+    if value is None:
+        return None
+    crls = []
+    now = datetime.datetime.now(datetime.UTC)
+    for pem in _pem_list(option, value):
+        try:
+            loaded = x509.load_pem_x509_crl(pem)
+        except ValueError as exc:
+            raise TLSConfigError(f"{option}: cannot parse CRL: {exc}") from None
+        next_update = loaded.next_update_utc
+        if next_update is not None and next_update < now:
+            raise TLSConfigError(f"{option}: CRL has expired (nextUpdate {next_update:%Y-%m-%d})")
+        crls.append(loaded)
+    return crls
+
+
+def _flags(option: str, value: object) -> int | None:
+    """An int bitmask of OpenSSL's SSL_OP_* options, or None."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"{option}: expected an int bitmask of OpenSSL options")
+    return value
+
+
+def _session_id_context(option: str, value: object) -> bytes | None:
+    """str or bytes naming the session cache, as bytes (their SHA-256 beyond OpenSSL's 32)."""
+    if value is None:
+        return None
+    sid = value.encode() if isinstance(value, str) else value
+    if not isinstance(sid, bytes):
+        raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
+    return hashlib.sha256(sid).digest() if len(sid) > 32 else sid
+
+
+def _session_timeout(option: str, value: object) -> int | None:
+    """Positive seconds, in whole seconds as OpenSSL counts them, or None."""
+    if value is None:
+        return None
+    seconds = timeout(option, value)
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"{option}: must be positive and finite, got {value!r}")
+    return int(seconds)
+
+
+def _protocols(option: str, value: object) -> list[bytes] | None:
+    """ALPN/NPN protocol names (str or bytes, 1 to 255 bytes each) in order, or None."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{option}: expected a list of protocol names, got {type(value).__name__}")
+    names = []
+    for proto in value:
+        raw = proto.encode() if isinstance(proto, str) else proto
+        if not isinstance(raw, bytes):
+            raise TypeError(f"{option}: expected protocol names as str or bytes, got {proto!r}")
+        if not 0 < len(raw) < 256:
+            raise ValueError(f"{option}: invalid protocol name {proto!r}")
+        names.append(raw)
+    return names
+
+
+def _dhparam(option: str, value: object) -> bytes | None:
+    """PEM DH parameters whose prime has 1024 bits or more (fewer than 2048 warns), or None."""
+    if value is None:
+        return None
+    pem = _read(option, value)
+    try:  # DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, ... }
+        der = _der.pem_body(pem)
+        (_, body, end), *_ = _der.items(der)
+        (tag, start, stop), *_ = _der.items(der, body, end)
+        if tag != 0x02:
+            raise ValueError("no prime")
+        bits = int.from_bytes(der[start:stop], "big").bit_length()
+    except (ValueError, IndexError) as exc:
+        raise TLSConfigError(f"{option}: cannot parse DH parameters: {exc}") from None
+    if bits < 1024:
+        raise TLSConfigError(
+            f"{option}: DH parameter is {bits} bits, less than 1024", code="ERR_TLS_DH_PARAM_SIZE"
+        )
+    if bits < 2048:
+        # stacklevel: here, validated(), create_secure_context, its caller.
+        warnings.warn(
+            f"{option}: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=4
+        )
+    return pem
+
+
+def _ticket_keys(option: str, value: object) -> bytes | None:
+    """80 bytes of ticket keys (see :func:`check_ticket_keys`), or None."""
+    return None if value is None else check_ticket_keys(option, value)
+
+
 class _ContextOptionsBase(TypedDict, total=False):
     """Every context option but ``alpn_protocols``, which a server may give as a callable."""
 
@@ -142,26 +272,40 @@ class _ContextOptionsBase(TypedDict, total=False):
     ]
     passphrase: Annotated[
         str | bytes | None,
-        Opt("decrypts encrypted keys and pfx (material that is not encrypted ignores it)"),
+        Opt(
+            "decrypts encrypted keys and pfx (material that is not encrypted ignores it)",
+            check=_passphrase,
+        ),
     ]
     ca: Annotated[
         Pem | Sequence[Pem] | None,
-        Opt("trusted CA certificates (PEM, a Path, or a list); they replace the system store"),
+        Opt(
+            "trusted CA certificates (PEM, a Path, or a list); they replace the system store",
+            check=_trust,
+        ),
     ]
     crl: Annotated[
         Pem | Sequence[Pem] | None,
-        Opt("revocation lists (PEM, a Path, or a list), checked for the whole chain"),
+        Opt("revocation lists (PEM, a Path, or a list), checked for the whole chain", check=_crls),
     ]
     ciphers: Annotated[
         str,
-        Opt("OpenSSL cipher list for TLS 1.2 and lower (default: aiotls.DEFAULT_CIPHERS)"),
+        Opt(
+            "OpenSSL cipher list for TLS 1.2 and lower (default: aiotls.DEFAULT_CIPHERS)",
+            check=text,
+        ),
     ]
     ciphersuites: Annotated[
         str | None,
-        Opt("TLS 1.3 cipher suites, colon-separated (default: OpenSSL's)", node=""),
+        Opt("TLS 1.3 cipher suites, colon-separated (default: OpenSSL's)", node="", check=text),
     ]
     honor_cipher_order: Annotated[
-        bool, Opt("a server picks the cipher by its own order, not the client's", default=True)
+        bool,
+        Opt(
+            "a server picks the cipher by its own order, not the client's",
+            default=True,
+            check=expect_bool,
+        ),
     ]
     min_version: Annotated[TLSVersion | None, Opt("the lowest protocol version", default="TLSv1.2")]
     max_version: Annotated[
@@ -171,34 +315,64 @@ class _ContextOptionsBase(TypedDict, total=False):
         str | None,
         Opt("Node's method name such as 'TLSv1_2_method' (instead of min/max_version)"),
     ]
-    secure_options: Annotated[int | None, Opt("OpenSSL SSL_OP_* flags (an int) to set as well")]
+    secure_options: Annotated[
+        int | None, Opt("OpenSSL SSL_OP_* flags (an int) to set as well", check=_flags)
+    ]
     session_id_context: Annotated[
         str | bytes | None,
-        Opt("names the session cache (default: a digest of the certs, ca and request_cert)"),
+        Opt(
+            "names the session cache (default: a digest of the certs, ca and request_cert)",
+            check=_session_id_context,
+        ),
     ]
     session_timeout: Annotated[
-        float | None, Opt("seconds a session stays resumable (default: OpenSSL's)")
+        float | None,
+        Opt("seconds a session stays resumable (default: OpenSSL's)", check=_session_timeout),
     ]
     ticket_keys: Annotated[
         bytes | None,
-        Opt("80 bytes: 16-byte name, 32-byte HMAC key, 32-byte AES key (OpenSSL's layout)"),
+        Opt(
+            "80 bytes: 16-byte name, 32-byte HMAC key, 32-byte AES key (OpenSSL's layout)",
+            check=_ticket_keys,
+        ),
     ]
     request_cert: Annotated[
-        bool, Opt("a server asks the client for a certificate (checked against ca)", default=False)
+        bool,
+        Opt(
+            "a server asks the client for a certificate (checked against ca)",
+            default=False,
+            check=expect_bool,
+        ),
     ]
     reject_unauthorized: Annotated[
-        bool, Opt("refuse a peer whose certificate or identity fails the checks", default=True)
+        bool,
+        Opt(
+            "refuse a peer whose certificate or identity fails the checks",
+            default=True,
+            check=expect_bool,
+        ),
     ]
     ecdh_curve: Annotated[
         str | None,
-        Opt("key exchange groups: a name, a colon list, or 'auto' (OpenSSL's list, the default)"),
+        Opt(
+            "key exchange groups: a name, a colon list, or 'auto' (OpenSSL's list, the default)",
+            check=text,
+        ),
     ]
     dhparam: Annotated[
-        Pem | None, Opt("DH parameters (PEM or a Path) of 1024 bits or more; without them, no DHE")
+        Pem | None,
+        Opt(
+            "DH parameters (PEM or a Path) of 1024 bits or more; without them, no DHE",
+            check=_dhparam,
+        ),
     ]
     npn_protocols: Annotated[
         Sequence[str | bytes] | None,
-        Opt("NPN protocols offered or accepted, in preference order", node="NPNProtocols"),
+        Opt(
+            "NPN protocols offered or accepted, in preference order",
+            node="NPNProtocols",
+            check=_protocols,
+        ),
     ]
 
 
@@ -210,12 +384,15 @@ class ContextOptions(_ContextOptionsBase, total=False):
         Opt(
             "ALPN protocols a client offers or a server accepts, in preference order",
             node="ALPNProtocols",
+            check=_protocols,
         ),
     ]
 
 
+#: Every option of create_secure_context, with its Opt.
+CONTEXT_SPECS = option_specs(ContextOptions)
 #: Every keyword create_secure_context accepts (front doors pass these through).
-CONTEXT_OPTIONS = option_names(ContextOptions)
+CONTEXT_OPTIONS = frozenset(CONTEXT_SPECS)
 
 #: Names that asyncio, the ssl module and Node users reach for, and aiotls's option for each.
 _SYNONYMS = {
@@ -367,13 +544,6 @@ def _certs(option: str, value: object) -> list[x509.Certificate]:
     return certs
 
 
-def expect_bool(option: str, value: object) -> bool:
-    """The value if it is a bool; else a TypeError naming the option."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{option}: expected bool, got {type(value).__name__}")
-    return value
-
-
 def _version(option: str, value: object) -> int:
     if not isinstance(value, str):
         raise TypeError(f"{option}: expected a str such as 'TLSv1.2', got {type(value).__name__}")
@@ -498,69 +668,50 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
     unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise unknown_options("create_secure_context", unknown, CONTEXT_OPTIONS)
+    checked = validated(CONTEXT_SPECS, options)
     ctx = new_context()
     sc = object.__new__(SecureContext)
 
-    _set_versions(ctx, options)
-
-    certs = _load_identity(ctx, options)
-    ca_certs = _load_trust(ctx, options)
-
-    # Like Node, no DHE without dhparam: OpenSSL would otherwise pick RFC 7919 groups.
-    default_ciphers = DEFAULT_CIPHERS if options.get("dhparam") else DEFAULT_CIPHERS + ":!kDHE"
-    _openssl_option(ctx.set_cipher_list, "ciphers", options.get("ciphers", default_ciphers))
-    if options.get("ciphersuites") is not None:
-        _openssl_option(ctx.set_ciphersuites, "ciphersuites", options["ciphersuites"])
-    if expect_bool("honor_cipher_order", options.get("honor_cipher_order", True)):
-        ctx.prefer_server_ciphers()
-    secure_options = options.get("secure_options")
-    if secure_options is not None:
-        if not isinstance(secure_options, int) or isinstance(secure_options, bool):
-            raise TypeError("secure_options: expected an int bitmask of OpenSSL options")
-        ctx.add_options(secure_options)
-    timeout = options.get("session_timeout")
-    if timeout is not None:
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-            raise TypeError("session_timeout: expected seconds as a number")
-        if timeout <= 0:
-            raise ValueError("session_timeout: must be positive")
-        ctx.set_session_timeout(int(timeout))
-
-    _set_key_exchange(ctx, options)
-    _set_extended(ctx, options)
-
-    alpn = options.get("alpn_protocols")
-    alpn_list: list[bytes] = []
-    if alpn is not None:
-        if isinstance(alpn, str | bytes) or not isinstance(alpn, Sequence):
-            raise TypeError("alpn_protocols: expected a list of protocol names")
-        for proto in alpn:
-            raw = proto.encode() if isinstance(proto, str) else proto
-            if not isinstance(raw, bytes) or not 0 < len(raw) < 256:
-                raise ValueError(f"alpn_protocols: invalid protocol name {proto!r}")
-            alpn_list.append(raw)
-        if alpn_list:
-            ctx.set_alpn(alpn_list)
-    if options.get("ca") is None:
+    _set_versions(ctx, checked)
+    certs = _load_identity(ctx, checked)
+    ca_certs = checked["ca"]
+    if ca_certs is None:
         # The system trust, now, so that the context never changes once built (with a
         # hashed directory of CAs this costs ~0.1 ms: certificates load per lookup).
         ctx.load_default_trust()
+        ca_certs = []
+    ctx.add_trust(ca_certs)
+    if checked["crl"] is not None:
+        ctx.add_crls(checked["crl"])
 
-    request_cert = expect_bool("request_cert", options.get("request_cert", False))
-    reject = expect_bool("reject_unauthorized", options.get("reject_unauthorized", True))
-    sid_ctx = options.get("session_id_context")
-    if sid_ctx is None:
+    # Like Node, no DHE without dhparam: OpenSSL would otherwise pick RFC 7919 groups.
+    ciphers = checked["ciphers"]
+    if ciphers is None:
+        ciphers = DEFAULT_CIPHERS if checked["dhparam"] else DEFAULT_CIPHERS + ":!kDHE"
+    _openssl_option(ctx.set_cipher_list, "ciphers", ciphers)
+    if checked["ciphersuites"] is not None:
+        _openssl_option(ctx.set_ciphersuites, "ciphersuites", checked["ciphersuites"])
+    if checked["honor_cipher_order"]:
+        ctx.prefer_server_ciphers()
+    if checked["secure_options"] is not None:
+        ctx.add_options(checked["secure_options"])
+    if checked["session_timeout"] is not None:
+        ctx.set_session_timeout(checked["session_timeout"])
+
+    _set_key_exchange(ctx, checked)
+    _set_extended(ctx, checked)
+    alpn_list: list[bytes] = checked["alpn_protocols"] or []
+    if alpn_list:
+        ctx.set_alpn(alpn_list)
+
+    sid = checked["session_id_context"]
+    if sid is None:
         # As nginx derives it: servers configured alike resume each other's sessions.
         digest = hashlib.sha256()
         for cert in certs + ca_certs:
             digest.update(cert.fingerprint(cert.signature_hash_algorithm or _SHA256))
-        digest.update(b"request_cert" if request_cert else b"")
+        digest.update(b"request_cert" if checked["request_cert"] else b"")
         sid = digest.digest()
-    else:
-        sid = sid_ctx.encode() if isinstance(sid_ctx, str) else sid_ctx
-        if not isinstance(sid, bytes):
-            raise TypeError("session_id_context: expected str or bytes")
-        sid = hashlib.sha256(sid).digest() if len(sid) > 32 else sid
     ctx.set_session_id_context(sid)
 
     sc._set(
@@ -570,8 +721,8 @@ def create_secure_context(**options: Unpack[ContextOptions]) -> SecureContext:
         _prepared=set(),
         certificates=certs,
         ca_certs=ca_certs,
-        request_cert=request_cert,
-        reject_unauthorized=reject,
+        request_cert=checked["request_cert"],
+        reject_unauthorized=checked["reject_unauthorized"],
     )
     return sc
 
@@ -595,7 +746,9 @@ def _set_versions(ctx: NativeContext, options: Mapping[str, Any]) -> None:
         low, high = _METHODS[method]
         ctx.set_versions(low or TLS_VERSIONS["TLSv1"], high)
         return
-    min_v = _version("min_version", options.get("min_version") or "TLSv1.2")
+    min_v = _version(
+        "min_version", options.get("min_version") or CONTEXT_SPECS["min_version"].default
+    )
     max_v = None
     if options.get("max_version") is not None:
         max_v = _version("max_version", options["max_version"])
@@ -604,48 +757,23 @@ def _set_versions(ctx: NativeContext, options: Mapping[str, Any]) -> None:
     ctx.set_versions(min_v, max_v)
 
 
-def _set_key_exchange(ctx: NativeContext, options: Mapping[str, Any]) -> None:
+def _set_key_exchange(ctx: NativeContext, checked: Mapping[str, Any]) -> None:
     """ecdh_curve (a name, a colon list, or "auto") and dhparam (enables DHE suites)."""
-    curve = options.get("ecdh_curve")
-    if curve is not None:
-        if not isinstance(curve, str):
-            raise TypeError("ecdh_curve: expected a curve name, a colon list, or 'auto'")
-        if not curve or (curve != "auto" and not ctx.set_groups(curve)):
-            raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
-    dhparam = options.get("dhparam")
-    if dhparam is None:
-        return
-    pem = _read("dhparam", dhparam)
-    try:  # DHParameter ::= SEQUENCE { prime INTEGER, base INTEGER, ... }
-        der = _der.pem_body(pem)
-        (_, body, end), *_ = _der.items(der)
-        (tag, start, stop), *_ = _der.items(der, body, end)
-        if tag != 0x02:
-            raise ValueError("no prime")
-        bits = int.from_bytes(der[start:stop], "big").bit_length()
-    except (ValueError, IndexError) as exc:
-        raise TLSConfigError(f"dhparam: cannot parse DH parameters: {exc}") from None
-    if bits < 1024:
-        raise TLSConfigError(
-            f"dhparam: DH parameter is {bits} bits, less than 1024", code="ERR_TLS_DH_PARAM_SIZE"
-        )
-    if bits < 2048:
-        warnings.warn(f"dhparam: {bits}-bit DH parameters are weak; use 2048 or more", stacklevel=3)
-    problem = ctx.set_dh_params(pem)
-    if problem is not None:
-        raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
+    curve = checked["ecdh_curve"]
+    if curve is not None and (not curve or (curve != "auto" and not ctx.set_groups(curve))):
+        raise TLSConfigError(f"ecdh_curve: unknown or unsupported curve in {curve!r}")
+    if checked["dhparam"] is not None:
+        problem = ctx.set_dh_params(checked["dhparam"])
+        if problem is not None:
+            raise TLSConfigError(f"dhparam: OpenSSL refused the DH parameters: {problem}")
 
 
-def _set_extended(ctx: NativeContext, options: Mapping[str, Any]) -> None:
+def _set_extended(ctx: NativeContext, checked: Mapping[str, Any]) -> None:
     """npn_protocols and ticket_keys: they need the extended OpenSSL access."""
-    npn = options.get("npn_protocols")
-    if npn is not None:
-        if isinstance(npn, str | bytes) or not isinstance(npn, Sequence):
-            raise TypeError("npn_protocols: expected a list of protocol names")
-        ctx.set_npn([p.encode() if isinstance(p, str) else p for p in npn])
-    keys = options.get("ticket_keys")
-    if keys is not None:
-        ctx.set_ticket_keys(check_ticket_keys("ticket_keys", keys), "ticket_keys")
+    if checked["npn_protocols"] is not None:
+        ctx.set_npn(checked["npn_protocols"])
+    if checked["ticket_keys"] is not None:
+        ctx.set_ticket_keys(checked["ticket_keys"], "ticket_keys")
 
 
 def check_ticket_keys(option: str, keys: object) -> bytes:
@@ -659,24 +787,12 @@ def check_ticket_keys(option: str, keys: object) -> bytes:
     return data
 
 
-def _openssl_option(setter: Callable[[str], None], option: str, value: object) -> None:
+def _openssl_option(setter: Callable[[str], None], option: str, value: str) -> None:
     """Apply a string option, turning OpenSSL's refusal into a TLSConfigError."""
-    if not isinstance(value, str):
-        raise TypeError(f"{option}: expected str, got {type(value).__name__}")
     try:
         setter(value)
     except Refused as exc:
         raise TLSConfigError(f"{option}: {exc} ({value!r})") from None
-
-
-def _passphrase(option: str, value: object) -> bytes | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, bytes):
-        return value
-    raise TypeError(f"{option}: expected str or bytes, got {type(value).__name__}")
 
 
 #: The two ways a PEM private key says it is encrypted (PKCS#8, and OpenSSL's legacy form).
@@ -754,18 +870,18 @@ def _pair(
     return pairs + [(key, chain) for (_, key), chain in zip(strays, free, strict=True)]
 
 
-def _load_identity(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
+def _load_identity(ctx: NativeContext, checked: Mapping[str, Any]) -> list[x509.Certificate]:
     """Install pfx and key/cert; returns our certificates, leaves first."""
-    passphrase = _passphrase("passphrase", options.get("passphrase"))
-    pairs = [_load_pfx(item, passphrase) for item in _given(options, "pfx")]
+    passphrase = checked["passphrase"]
+    pairs = [_load_pfx(item, passphrase) for item in _given(checked, "pfx")]
     keys = []
-    for item in _given(options, "key"):
+    for item in _given(checked, "key"):
         if isinstance(item, dict):  # Node's {pem, passphrase}: the key's own passphrase wins
             own = _passphrase("key", item.get("passphrase"))
             keys.append(_load_key(_read("key", item.get("pem")), own or passphrase))
         else:
             keys.append(_load_key(_read("key", item), passphrase))
-    chains = [_certs("cert", c) for c in _given(options, "cert")]
+    chains = [_certs("cert", c) for c in _given(checked, "cert")]
     if not all(chains):
         raise TLSConfigError("cert: no certificate found in the PEM data")
     pairs += _pair(keys, chains)
@@ -777,25 +893,3 @@ def _load_identity(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.
             raise TLSConfigError(f"key: {exc} (the key does not match cert)") from None
         certs += chain
     return certs
-
-
-def _load_trust(ctx: NativeContext, options: Mapping[str, Any]) -> list[x509.Certificate]:
-    """Install ``ca`` (replacing the system trust) and ``crl``."""
-    ca = options.get("ca")
-    ca_certs = _certs("ca", ca) if ca is not None else []
-    ctx.add_trust(ca_certs)
-    crl = options.get("crl")
-    if crl is not None:
-        crls = []
-        now = datetime.datetime.now(datetime.UTC)
-        for pem in _pem_list("crl", crl):
-            try:
-                loaded = x509.load_pem_x509_crl(pem)
-            except ValueError as exc:
-                raise TLSConfigError(f"crl: cannot parse CRL: {exc}") from None
-            next_update = loaded.next_update_utc
-            if next_update is not None and next_update < now:
-                raise TLSConfigError(f"crl: CRL has expired (nextUpdate {next_update:%Y-%m-%d})")
-            crls.append(loaded)
-        ctx.add_crls(crls)
-    return ca_certs

@@ -7,12 +7,12 @@ the call that received it, naming the option.
 
 The TypedDicts here (with :class:`~aiotls.context.ContextOptions`) are the table of
 every option: mypy checks the front doors' keywords against them, the names they
-declare are the names the front doors accept, and each connection option's ``Opt``
-gives its default and names the checker :func:`split` runs on it.
+declare are the names the front doors accept, and each option's ``Opt`` gives its
+default and names its checker, which :func:`~aiotls.context.validated` runs (for context
+options in create_secure_context, for the rest in :func:`split`).
 """
 
 import inspect
-import math
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +29,7 @@ from typing import (
 
 from cryptography import x509
 
+from . import _checks
 from .clienthello import ClientHello, ClientHelloRefused
 from .context import (
     CONTEXT_OPTIONS,
@@ -37,10 +38,10 @@ from .context import (
     SecureContext,
     _ContextOptionsBase,
     create_secure_context,
-    expect_bool,
     option_names,
     option_specs,
     unknown_options,
+    validated,
 )
 from .stapling import MustStaple, OCSPStapler
 
@@ -124,46 +125,12 @@ class Lookup(Protocol):
 
 _Callback = Callable[..., Any]
 
-# The checkers the table's Opt(check=...) name: (option, value) -> the value to use.
-
-
-def _timeout(name: str, value: object) -> float:
-    """Seconds: a non-negative number (0: no limit)."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected seconds as a number, got {type(value).__name__}")
-    if value < 0 or math.isnan(value):
-        raise ValueError(f"{name}: must be >= 0 seconds, got {value!r}")
-    return float(value)
-
-
-def _hook(name: str, value: object) -> _Callback | None:
-    """A hook: a callable (plain or coroutine function), or None."""
-    if value is not None and not callable(value):
-        raise TypeError(f"{name}: expected a callable, got {type(value).__name__}")
-    return value
-
-
-def _text(name: str, value: object) -> str | None:
-    """A str, or None."""
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{name}: expected str")
-    return value
-
 
 def _session(name: str, value: object) -> bytes | None:
     """Session bytes (as get_session() or on_session gave them), or None."""
     if value is not None and not isinstance(value, bytes | bytearray):
         raise TypeError(f"{name}: expected the bytes of get_session() or on_session")
     return bytes(value) if value is not None else None
-
-
-def _bits(name: str, value: object) -> int:
-    """A positive int number of bits."""
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected an int number of bits")
-    if value <= 0:
-        raise ValueError(f"{name}: must be positive")
-    return value
 
 
 class _BothSides(TypedDict, total=False):
@@ -174,7 +141,7 @@ class _BothSides(TypedDict, total=False):
         Opt(
             "seconds the handshake may take (0: no limit)",
             default=DEFAULT_HANDSHAKE_TIMEOUT,
-            check=_timeout,
+            check=_checks.timeout,
         ),
     ]
     shutdown_timeout: Annotated[
@@ -183,7 +150,7 @@ class _BothSides(TypedDict, total=False):
             "seconds close() waits for the peer's close_notify (0: none)",
             default=DEFAULT_SHUTDOWN_TIMEOUT,
             node="",
-            check=_timeout,
+            check=_checks.timeout,
         ),
     ]
     suppress_ragged_eofs: Annotated[
@@ -192,12 +159,12 @@ class _BothSides(TypedDict, total=False):
             "a TCP EOF without close_notify ends the stream (else it is a TLSError)",
             default=False,
             node="",
-            check=expect_bool,
+            check=_checks.expect_bool,
         ),
     ]
     on_keylog: Annotated[
         KeylogHook | None,
-        Opt("receives each NSS key-log line (bytes)", node="'keylog' event", check=_hook),
+        Opt("receives each NSS key-log line (bytes)", node="'keylog' event", check=_checks.hook),
     ]
     sslkeylogfile: Annotated[
         bool,
@@ -205,7 +172,7 @@ class _BothSides(TypedDict, total=False):
             "append key-log lines to the file named by $SSLKEYLOGFILE",
             default=False,
             node="--tls-keylog",
-            check=expect_bool,
+            check=_checks.expect_bool,
         ),
     ]
 
@@ -222,7 +189,7 @@ class _ServerSide(TypedDict, total=False):
         Opt(
             "inspects each ClientHello first: go on, choose the context, or refuse",
             node="",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     sni_callback: Annotated[
@@ -230,7 +197,7 @@ class _ServerSide(TypedDict, total=False):
         Opt(
             "chooses the context by the server name the client asks for",
             node="SNICallback",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     allow_renegotiation: Annotated[
@@ -239,7 +206,7 @@ class _ServerSide(TypedDict, total=False):
             "allow client renegotiation, CLIENT_RENEG_LIMIT times per CLIENT_RENEG_WINDOW s",
             default=False,
             node="",
-            check=expect_bool,
+            check=_checks.expect_bool,
         ),
     ]
     on_ocsp_request: Annotated[
@@ -247,19 +214,23 @@ class _ServerSide(TypedDict, total=False):
         Opt(
             "the OCSP response to staple when a client asks",
             node="'OCSPRequest' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     on_new_session: Annotated[
         NewSessionHook | None,
-        Opt("stores each new session in an external store", node="'newSession' event", check=_hook),
+        Opt(
+            "stores each new session in an external store",
+            node="'newSession' event",
+            check=_checks.hook,
+        ),
     ]
     on_resume_session: Annotated[
         ResumeSessionHook | None,
         Opt(
             "the stored session data for a TLS 1.2 session id, or None",
             node="'resumeSession' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     on_secure_connection: Annotated[
@@ -267,7 +238,7 @@ class _ServerSide(TypedDict, total=False):
         Opt(
             "each connection whose handshake succeeded",
             node="'secureConnection' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     on_tls_client_error: Annotated[
@@ -275,7 +246,7 @@ class _ServerSide(TypedDict, total=False):
         Opt(
             "each handshake that failed (without it, failures are logged)",
             node="'tlsClientError' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
 
@@ -285,13 +256,13 @@ class _ClientSide(TypedDict, total=False):
 
     servername: Annotated[
         str | None,
-        Opt("SNI and the name the identity check uses (default: the host)", check=_text),
+        Opt("SNI and the name the identity check uses (default: the host)", check=_checks.text),
     ]
     session: Annotated[
         bytes | None, Opt("a session to resume (get_session() or on_session)", check=_session)
     ]
     check_server_identity: Annotated[
-        CheckServerIdentity | None, Opt("replaces the RFC 6125 host name check", check=_hook)
+        CheckServerIdentity | None, Opt("replaces the RFC 6125 host name check", check=_checks.hook)
     ]
     min_dh_size: Annotated[
         int,
@@ -299,7 +270,7 @@ class _ClientSide(TypedDict, total=False):
             "refuse a DHE server whose prime has fewer bits",
             default=1024,
             node="minDHSize",
-            check=_bits,
+            check=_checks.bits,
         ),
     ]
     request_ocsp: Annotated[
@@ -308,7 +279,7 @@ class _ClientSide(TypedDict, total=False):
             "ask the server to staple an OCSP response",
             default=False,
             node="requestOCSP",
-            check=expect_bool,
+            check=_checks.expect_bool,
         ),
     ]
     on_ocsp_response: Annotated[
@@ -316,7 +287,7 @@ class _ClientSide(TypedDict, total=False):
         Opt(
             "the stapled OCSP response (None: none came)",
             node="'OCSPResponse' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     on_session: Annotated[
@@ -324,12 +295,12 @@ class _ClientSide(TypedDict, total=False):
         Opt(
             "each session (TLS 1.3: each ticket) to resume with later",
             node="'session' event",
-            check=_hook,
+            check=_checks.hook,
         ),
     ]
     lookup: Annotated[
         Lookup | None,
-        Opt("resolves the host, like loop.getaddrinfo (plain or async)", check=_hook),
+        Opt("resolves the host, like loop.getaddrinfo (plain or async)", check=_checks.hook),
     ]
 
 
@@ -394,12 +365,13 @@ EITHER_SIDE_HELP = (
     (_CONTEXT_HEADING, ContextOptions),
 )
 
-#: Every connection option (not context) of either side, with its Opt.
+#: Every connection option (not context) of either side, with its Opt (a server's
+#: alpn_protocols is the context's option, which split() takes as a selector too).
 CONNECTION_SPECS = {
-    **option_specs(_BothSides),
-    **option_specs(_ServerSide),
-    **option_specs(_Stapling),
-    **option_specs(_ClientSide),
+    name: opt
+    for table in (_BothSides, _ServerSide, _Stapling, _ClientSide)
+    for name, opt in option_specs(table).items()
+    if name not in CONTEXT_OPTIONS
 }
 
 
@@ -462,15 +434,14 @@ def _keylog_hook(hook: _Callback | None, sslkeylogfile: bool) -> _Callback | Non
     return both
 
 
-def _stapler(kwargs: Mapping[str, Any], hook: _Callback | None) -> OCSPStapler | None:
-    """The stapler ``ocsp_stapling`` asks for (made here for 'auto'), or None; checks
-    that its companion options come with 'auto' and that no on_ocsp_request competes."""
-    stapling = kwargs.get("ocsp_stapling")
-    companions = {
-        name: kwargs[name]
-        for name in ("ocsp_cache_dir", "ocsp_must_staple")
-        if kwargs.get(name) is not None
-    }
+def _stapler(values: dict[str, Any]) -> OCSPStapler | None:
+    """Take the stapling options out of ``values``: the stapler ``ocsp_stapling`` asks for
+    (made here for 'auto'), or None; checks that its companion options come with 'auto'
+    and that no on_ocsp_request competes."""
+    stapling = values.pop("ocsp_stapling")
+    given = {name: values.pop(name) for name in ("ocsp_cache_dir", "ocsp_must_staple")}
+    companions = {name: value for name, value in given.items() if value is not None}
+    hook = values["on_ocsp_request"]
     if stapling != "auto" and companions:
         raise ValueError(
             f"{next(iter(companions))}: only with ocsp_stapling='auto' "
@@ -488,7 +459,9 @@ def _stapler(kwargs: Mapping[str, Any], hook: _Callback | None) -> OCSPStapler |
         )
     return OCSPStapler(
         cache_dir=companions.get("ocsp_cache_dir"),
-        must_staple=companions.get("ocsp_must_staple", "enforce"),
+        must_staple=companions.get(
+            "ocsp_must_staple", CONNECTION_SPECS["ocsp_must_staple"].default
+        ),
     )
 
 
@@ -526,13 +499,9 @@ def split(
         context = create_secure_context(**ctx_kwargs)
     elif not isinstance(context, SecureContext):
         raise TypeError(f"context: expected a SecureContext, got {type(context).__name__}")
-    values: dict[str, Any] = {
-        name: opt.check(name, conn_kwargs.get(name, opt.default))
-        for name, opt in CONNECTION_SPECS.items()
-        if opt.check is not None
-    }
+    values = validated(CONNECTION_SPECS, conn_kwargs)
     values["on_keylog"] = _keylog_hook(values["on_keylog"], values.pop("sslkeylogfile"))
-    stapler = _stapler(conn_kwargs, values["on_ocsp_request"])
+    stapler = _stapler(values)
     if stapler is not None:
         values["on_ocsp_request"] = stapler
     opts = ConnectionOptions(

@@ -22,7 +22,7 @@ PACKAGE = Path(aiotls.__file__).resolve().parent
 LAYERS: list[set[str]] = [
     {"errors", "_der"},
     {"_openssl", "_speedups"},  # the floor (and its submodules; the compiled data path)
-    {"ciphers", "certinfo", "clienthello", "ocsp"},  # pure helpers
+    {"ciphers", "certinfo", "clienthello", "ocsp", "_checks"},  # pure helpers
     {"context"},
     {"engine"},
     {"stapling"},  # background OCSP fetching for servers (options builds it)

@@ -2,9 +2,10 @@
 that records what it writes, with a real TLSEngine as the peer, pumped by the test.
 
 No sockets, no sleeps: each test drives the transitions itself (open, handshake
-paused and resumed, half-close both ways, close with and without the peer's
-close_notify, abort, a ragged EOF, a failing application) and the two timeouts run
-on a loop whose clock the test moves.
+paused and resumed, the half-closes WRITE_CLOSED and READ_CLOSED in either order on
+TLS 1.2 and 1.3, close with and without the peer's close_notify, abort, a ragged EOF,
+a failing application, transitions refused) and the two timeouts run on a loop whose
+clock the test moves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 import aiotls
-from aiotls._aio.transport import TLSTransport
+from aiotls._aio.transport import _TRANSITIONS, TLSTransport, _State
 from aiotls._openssl import speedups
 from aiotls.options import ConnectionOptions
 
@@ -184,7 +185,7 @@ async def test_open_then_data_both_ways(server_ctx, client_ctx) -> None:
 
 async def test_open_data_runs_on_the_data_path_in_use(server_ctx, client_ctx) -> None:
     """OPEN: records and writes go through the DataPath speedups selected (the compiled one
-    when built), rebuilt on the BIOs compaction left; data still flows both ways."""
+    when built), rebound to the BIOs compaction left; data still flows both ways."""
     pair = Pair(server_ctx, client_ctx)
     await pair.open()
     datapath = pair.tls._datapath
@@ -264,33 +265,192 @@ async def test_peer_closes_first_and_the_app_closes_too(server_ctx, client_ctx) 
     assert await pair.app.lost is None
 
 
-async def test_half_close_by_the_peer_then_we_still_write(server_ctx, client_ctx) -> None:
-    pair = Pair(server_ctx, client_ctx)
+# -- half-closes: WRITE_CLOSED and READ_CLOSED, on both TLS versions -------------------
+
+
+@pytest.fixture(params=["TLSv1.2", "TLSv1.3"])
+def version_ctx(request: pytest.FixtureRequest, ca_pem: str) -> aiotls.SecureContext:
+    """A client context that negotiates the given version (the server allows both)."""
+    return aiotls.create_secure_context(ca=ca_pem, max_version=request.param)
+
+
+async def test_half_close_by_the_peer_then_we_still_write(server_ctx, version_ctx) -> None:
+    """OPEN -> READ_CLOSED (eof_received said True) -> CLOSING -> CLOSED at once: the
+    peer's close_notify already came, so close() has nothing to wait for."""
+    pair = Pair(server_ctx, version_ctx)
     await pair.open()
     pair.app.keep_open_on_eof = True
     pair.peer.close()
     await pair.pump()
-    assert pair.app.eofs == 1 and pair.state() == "open"
-    pair.tls.write(b"after your close_notify")
+    assert pair.app.eofs == 1 and pair.state() == "read closed"
+    assert not pair.tls.is_closing() and pair.tls.is_reading()
+    assert pair.tls._datapath is not None  # our writes still take the data path
+    pair.tls.write(b"after your ")
+    pair.tls.writelines([b"close_", b"notify"])
     await pair.pump()
     assert bytes(pair.received) == b"after your close_notify"
-    pair.tls.close()  # the peer already closed: nothing to wait for
+    assert pair.app.eofs == 1  # told once, however often the data path reports it
+    pair.tls.close()
+    assert pair.state() == "closed" and pair.sock.closing and not pair.sock.aborted
+    assert await pair.app.lost is None
     await pair.pump()
-    assert await pair.app.lost is None and pair.state() == "closed"
+    assert pair.peer.close_notify_received
 
 
-async def test_half_close_by_us_then_the_peer_still_writes(server_ctx, client_ctx) -> None:
-    pair = Pair(server_ctx, client_ctx)
+async def test_half_close_by_us_then_the_peer_still_writes(server_ctx, version_ctx) -> None:
+    """OPEN -> WRITE_CLOSED (still reading, on the data path) -> CLOSED with the peer's
+    close_notify, after one eof_received; writing in WRITE_CLOSED raises, as in asyncio."""
+    pair = Pair(server_ctx, version_ctx)
     await pair.open()
     pair.tls.write_eof()
+    assert pair.state() == "write closed" and not pair.tls.is_closing()
+    assert pair.tls.can_write_eof() and pair.tls.is_reading()
+    with pytest.raises(RuntimeError, match="after write_eof"):
+        pair.tls.write(b"too late")
+    with pytest.raises(RuntimeError, match="after write_eof"):
+        pair.tls.writelines([b"too late"])
+    pair.tls.write_eof()  # a second one changes nothing
     await pair.pump()
-    assert pair.peer.close_notify_received and pair.state() == "open"
+    assert pair.peer.close_notify_received and pair.state() == "write closed"
+    assert pair.tls._datapath is not None
     pair.peer.send(b"still talking")
     await pair.pump()
     assert bytes(pair.app.data) == b"still talking"
     pair.peer.close()
     await pair.pump()
+    assert pair.app.eofs == 1
+    assert await pair.app.lost is None
+    assert pair.state() == "closed" and pair.sock.closing and not pair.sock.aborted
+
+
+async def test_peer_answers_write_eof_at_once_as_tls12_asks(server_ctx, version_ctx) -> None:
+    """RFC 5246's peer: its data in flight, then its close_notify in answer to ours; the
+    data arrives first, then eof_received, then CLOSED (on TLS 1.3 a peer may do so too)."""
+    pair = Pair(server_ctx, version_ctx)
+    await pair.open()
+    eofs_at_data: list[int] = []
+    pair.app.on_data = lambda data: eofs_at_data.append(pair.app.eofs)
+    pair.peer.send(b"in flight")
+    pair.tls.write_eof()
+    await pair.pump()
+    pair.peer.close()
+    await pair.pump()
+    assert bytes(pair.app.data) == b"in flight" and eofs_at_data == [0]
+    assert pair.app.eofs == 1 and await pair.app.lost is None and pair.state() == "closed"
+
+
+async def test_close_notifies_crossing_write_eof_first(server_ctx, version_ctx) -> None:
+    """Both sides close at once, ours first: WRITE_CLOSED, then the peer's close_notify
+    (sent before it saw ours) -> CLOSED."""
+    pair = Pair(server_ctx, version_ctx)
+    await pair.open()
+    pair.tls.write_eof()
+    pair.peer.close()  # before it received ours
+    await pair.pump()
+    assert pair.app.eofs == 1 and pair.peer.close_notify_received
     assert await pair.app.lost is None and pair.state() == "closed"
+
+
+async def test_close_notifies_crossing_peer_first(server_ctx, version_ctx) -> None:
+    """Both sides close at once, theirs first: READ_CLOSED (kept open), then write_eof(),
+    which closes: READ_CLOSED -> CLOSING -> CLOSED without waiting."""
+    pair = Pair(server_ctx, version_ctx)
+    await pair.open()
+    pair.app.keep_open_on_eof = True
+    pair.peer.close()
+    await pair.pump()
+    assert pair.state() == "read closed"
+    pair.tls.write_eof()
+    assert pair.state() == "closed" and pair.sock.closing and not pair.sock.aborted
+    assert await pair.app.lost is None
+    await pair.pump()
+    assert pair.peer.close_notify_received and pair.app.eofs == 1
+
+
+async def test_close_after_write_eof_waits_for_the_peer(server_ctx, version_ctx) -> None:
+    """WRITE_CLOSED -> CLOSING: close() waits for the peer's close_notify (data meanwhile
+    is discarded, eof_received is not called), then CLOSED."""
+    pair = Pair(server_ctx, version_ctx)
+    await pair.open()
+    pair.tls.write_eof()
+    await pair.pump()
+    pair.tls.close()
+    assert pair.state() == "closing" and pair.tls.is_closing() and not pair.sock.closing
+    pair.peer.send(b"discarded")
+    pair.peer.close()
+    await pair.pump()
+    assert not pair.app.data and pair.app.eofs == 0
+    assert await pair.app.lost is None and pair.state() == "closed" and not pair.sock.aborted
+
+
+async def test_ragged_eof_allowed_in_each_half_close(server_ctx, version_ctx) -> None:
+    """With suppress_ragged_eofs a TCP EOF stands for close_notify: OPEN -> READ_CLOSED
+    keeps the socket for our writes; in WRITE_CLOSED it ends the connection."""
+    pair = Pair(server_ctx, version_ctx, suppress_ragged_eofs=True)
+    await pair.open()
+    pair.app.keep_open_on_eof = True
+    pair.sock.feed_eof()
+    assert pair.state() == "read closed" and not pair.sock.closing and pair.app.eofs == 1
+    pair.tls.write(b"after your EOF")
+    await pair.pump()
+    assert bytes(pair.received) == b"after your EOF"
+    pair.tls.close()
+    assert await pair.app.lost is None
+
+    pair = Pair(server_ctx, version_ctx, suppress_ragged_eofs=True)
+    await pair.open()
+    pair.tls.write_eof()
+    pair.sock.feed_eof()
+    assert pair.state() == "closed" and pair.app.eofs == 1
+    assert await pair.app.lost is None
+
+
+async def test_eof_received_failing_after_write_eof_is_connection_lost(
+    server_ctx, client_ctx, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application failure in WRITE_CLOSED reaches connection_lost(exc), as in OPEN."""
+    caplog.set_level(logging.ERROR, logger="aiotls")
+    pair = Pair(server_ctx, client_ctx)
+    await pair.open()
+
+    def fail() -> bool:
+        raise RuntimeError("application bug")
+
+    pair.app.eof_received = fail  # type: ignore[method-assign]
+    pair.tls.write_eof()
+    pair.peer.close()
+    await pair.pump()
+    exc = await pair.app.lost
+    assert isinstance(exc, RuntimeError) and pair.state() == "closed" and pair.sock.closing
+    assert any("eof_received()" in r.getMessage() for r in caplog.records)
+
+
+async def test_transitions_outside_the_table_are_refused(server_ctx, client_ctx) -> None:
+    """Every state has its row; a half-closed side never reopens and the two half-closes
+    do not combine (both closed is CLOSED); a renegotiation needs both directions."""
+    assert set(_TRANSITIONS) == set(_State)
+    pair = Pair(server_ctx, client_ctx)
+    await pair.open()
+    pair.tls.write_eof()
+    for illegal in (_State.OPEN, _State.READ_CLOSED, _State.HANDSHAKING):
+        with pytest.raises(RuntimeError, match="cannot go from"):
+            pair.tls._set_state(illegal)
+    assert pair.state() == "write closed"
+    with pytest.raises(aiotls.TLSError) as info:
+        await pair.tls.renegotiate()
+    assert info.value.code == "ERR_TLS_NOT_READY"
+
+    pair = Pair(server_ctx, client_ctx)
+    await pair.open()
+    pair.app.keep_open_on_eof = True
+    pair.peer.close()
+    await pair.pump()
+    for illegal in (_State.OPEN, _State.WRITE_CLOSED):
+        with pytest.raises(RuntimeError, match="cannot go from"):
+            pair.tls._set_state(illegal)
+    assert pair.state() == "read closed"
+    pair.tls.abort()
+    assert pair.state() == "closed" and await pair.app.lost is None
 
 
 async def test_tcp_eof_without_close_notify_is_an_error(server_ctx, client_ctx) -> None:

@@ -11,17 +11,36 @@ module only moves bytes, runs hooks and keeps asyncio's contracts.
 
 States (``_TRANSITIONS`` lists every allowed move; ``_set_state`` is the only writer)::
 
-    HANDSHAKING <-> WAITING_FOR_HOOK      (a hook is awaited; the socket is not read)
-    HANDSHAKING -> OPEN -> CLOSING -> CLOSED
-    any state before OPEN -> CLOSED       (a handshake failure: the waiter gets it)
+    HANDSHAKING <-> WAITING_FOR_HOOK     a hook is awaited; the socket is not read
+        |
+        v          write_eof()
+       OPEN ------------------------> WRITE_CLOSED    ours sent; still reading
+        |  |                             |    |
+        |  | peer's close_notify,        |    | peer's close_notify,
+        |  v eof_received()              |    | eof_received()
+        | READ_CLOSED  theirs came;      |    |
+        |  |           still writing     |    |
+        |  | close(), write_eof(),       |    |
+        |  | eof_received() was false    |    |
+        v  v                             |    v
+       CLOSING <-------- close() --------+  CLOSED
+          |  ours sent; waiting for theirs     ^
+          +---- theirs came (at once from -----+
+                READ_CLOSED), or shutdown_timeout (abort)
+    any state -> CLOSED: abort(), a fatal error, the socket lost, a TCP EOF without
+    close_notify; before OPEN, a handshake failure (the waiter gets it)
 
 The application protocol gets ``connection_made`` only once the handshake succeeded
-and its hooks agreed, then exactly one ``connection_lost``. Beside the state, a few
-independent facts are flags: flow control in each direction (``_reading_paused``,
-``_writing_paused``), the half-closes (``_eof_sent``: our close_notify; ``_peer_closed``:
-theirs), and whether the application was connected. One timer per purpose:
-``_handshake_timer`` (handshake_timeout, hooks included), ``_shutdown_timer``
-(shutdown_timeout in CLOSING); ``_hook_task`` is the awaited hook.
+and its hooks agreed, then exactly one ``connection_lost``. Sets of states name what
+several share: ``_HANDSHAKE_STATES``, ``_OPEN_STATES`` (established, not closing: the
+DataPath carries the data both ways that remain) and ``_WRITING_STATES``. Beside the
+state, a few facts orthogonal to it stay flags, as in CPython's sslproto: flow control
+in each direction (``_reading_paused``, ``_writing_paused``: any state may be paused),
+and ``_app_connected`` (connection_made was called, connection_lost not yet), which
+outlives CLOSED until the socket's own connection_lost, so folding it in would split
+CLOSED in two. One timer per purpose: ``_handshake_timer`` (handshake_timeout, hooks
+included), ``_shutdown_timer`` (shutdown_timeout in CLOSING); ``_hook_task`` is the
+awaited hook.
 
 Buffers: received bytes land in one per-thread buffer shared by every connection
 (``_recv_buffer``) and go straight into the engine's incoming BIO; plaintext waits in
@@ -170,6 +189,8 @@ class _State(enum.Enum):
     HANDSHAKING = "handshaking"
     WAITING_FOR_HOOK = "waiting for hook"  # the handshake stopped; the socket is not read
     OPEN = "open"
+    WRITE_CLOSED = "write closed"  # write_eof() sent our close_notify; still reading
+    READ_CLOSED = "read closed"  # the peer's close_notify arrived; we may still write
     CLOSING = "closing"  # close_notify sent; waiting (shutdown_timeout) for the peer's
     CLOSED = "closed"
 
@@ -178,13 +199,21 @@ class _State(enum.Enum):
 _TRANSITIONS: dict[_State, frozenset[_State]] = {
     _State.HANDSHAKING: frozenset({_State.WAITING_FOR_HOOK, _State.OPEN, _State.CLOSED}),
     _State.WAITING_FOR_HOOK: frozenset({_State.HANDSHAKING, _State.CLOSED}),
-    _State.OPEN: frozenset({_State.CLOSING, _State.CLOSED}),
+    _State.OPEN: frozenset(
+        {_State.WRITE_CLOSED, _State.READ_CLOSED, _State.CLOSING, _State.CLOSED}
+    ),
+    _State.WRITE_CLOSED: frozenset({_State.CLOSING, _State.CLOSED}),
+    _State.READ_CLOSED: frozenset({_State.CLOSING, _State.CLOSED}),
     _State.CLOSING: frozenset({_State.CLOSED}),
     _State.CLOSED: frozenset({_State.CLOSED}),  # closing twice is harmless
 }
 
 #: The states before the connection is established (a failure then is a handshake failure).
 _HANDSHAKE_STATES = frozenset({_State.HANDSHAKING, _State.WAITING_FOR_HOOK})
+#: Established and not closing: the application is live, the DataPath carries the data.
+_OPEN_STATES = frozenset({_State.OPEN, _State.WRITE_CLOSED, _State.READ_CLOSED})
+#: The states in which the application may write (our close_notify not sent).
+_WRITING_STATES = frozenset({_State.OPEN, _State.READ_CLOSED})
 
 
 class _RawProtocol(asyncio.BufferedProtocol):
@@ -233,14 +262,12 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         "_connect_app",
         "_datapath",
         "_engine",
-        "_eof_sent",
         "_handshake_timer",
         "_hello_context",
         "_hook_task",
         "_loop",
         "_on_lost",
         "_options",
-        "_peer_closed",
         "_raw",
         "_reading_paused",
         "_reneg_waiter",
@@ -308,8 +335,6 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._app_connected = False
         self._reading_paused = False
         self._writing_paused = False
-        self._eof_sent = False
-        self._peer_closed = False
         self._close_exc: BaseException | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None  # handshake_timeout
         self._shutdown_timer: asyncio.TimerHandle | None = None  # shutdown_timeout
@@ -366,7 +391,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 )
             )
             return False
-        if self._state is not _State.OPEN:
+        if self._state not in _OPEN_STATES:
             return False
         if not self._engine.close_notify_received:
             if not self._options.suppress_ragged_eofs:
@@ -378,7 +403,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
                 return False
             self._on_peer_close_notify()
         # The peer is done writing; keep the socket only if we may still write.
-        return self._state is _State.OPEN and not self._eof_sent
+        return self._state in _WRITING_STATES
 
     def _raw_connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
@@ -726,7 +751,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return  # the last flight is held until on_new_session completed
         self._flush()
         datapath = self._datapath
-        if self._engine.bloated and datapath is not None and self._state is _State.OPEN:
+        if self._engine.bloated and datapath is not None and self._state in _OPEN_STATES:
             self._engine.compact()
             datapath.rebind(*self._engine.raw_addresses())
 
@@ -757,7 +782,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if flags & ERROR:
             self._data_path_failed(datapath)
-        elif flags & CLOSE_NOTIFY and not self._peer_closed:
+        elif flags & CLOSE_NOTIFY:  # reported again by every later feed: acted on once
             self._engine.close_notify_received = True
             self._on_peer_close_notify()
 
@@ -775,7 +800,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     def _deliver(self, flush: bool = True) -> None:
         """Decrypt what has arrived and hand it to the application (unless paused);
         ``flush=False`` leaves what the application wrote meanwhile in the BIO."""
-        if self._reading_paused and self._state is _State.OPEN:
+        if self._reading_paused and self._state in _OPEN_STATES:
             return
         if flush and self._datapath is not None:  # it always flushes
             self._feed(self._datapath, b"")
@@ -783,7 +808,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         engine, app = self._engine, self._app
         try:
             while True:
-                if self._state is not _State.OPEN:  # after close(): decrypt and discard
+                if self._state not in _OPEN_STATES:  # after close(): decrypt and discard
                     if not engine.read():
                         break
                 elif self._app_buffered:
@@ -821,27 +846,39 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._flush()  # post-handshake messages (key updates, renegotiation)
         if self._reneg_waiter is not None and not engine.renegotiating:
             self._renegotiated()
-        if engine.close_notify_received and not self._peer_closed:
+        if engine.close_notify_received:
             self._on_peer_close_notify()
 
     def _on_peer_close_notify(self) -> None:
-        self._peer_closed = True
-        if self._state is _State.CLOSING:
+        """The peer's close_notify (or a TCP EOF taken as one): acted on once, in the state
+        it finds; later reports (READ_CLOSED, CLOSED) change nothing.
+
+        OPEN -> READ_CLOSED, then eof_received(): a true answer keeps us writing, else we
+        close. WRITE_CLOSED: eof_received(), then CLOSED (both sides sent close_notify).
+        CLOSING: the close_notify close() waited for, so CLOSED.
+        """
+        state = self._state
+        if state is _State.CLOSING:
             self._close_raw()
             return
-        if self._state is not _State.OPEN:
+        if state is _State.OPEN:
+            self._set_state(_State.READ_CLOSED)
+        elif state is not _State.WRITE_CLOSED:
             return
         try:
             keep_open = self._app.eof_received() if self._app_connected else False  # type: ignore[attr-defined]
         except Exception as exc:
             self._app_failed("eof_received()", exc)
             return
-        if self._eof_sent or not keep_open:
-            self.close()
+        if state is _State.OPEN:
+            if not keep_open:
+                self.close()
+        elif self._state is _State.WRITE_CLOSED:  # unless eof_received() closed it
+            self._close_raw()
 
     def _renegotiated(self) -> None:
         waiter, self._reneg_waiter = self._reneg_waiter, None  # a refusal went to _fatal
-        if self._state is _State.OPEN:
+        if self._state in _OPEN_STATES:
             self._open_data_path()
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -852,7 +889,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._reneg_waiter = None
         if self._state is _State.CLOSED:
             return
-        if self._state is _State.OPEN:
+        if self._state in _OPEN_STATES:
             self._close_exc = exc
         self._set_state(_State.CLOSED)
         self._cancel_timers()
@@ -877,7 +914,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if state not in _TRANSITIONS[self._state]:
             raise RuntimeError(f"aiotls: TLS transport cannot go from {self._state} to {state}")
         self._state = state
-        if self._datapath is not None and state is not _State.OPEN:
+        if self._datapath is not None and state not in _OPEN_STATES:
             self._datapath.paused = True  # a delivery under way stops after its batch
             self._datapath = None  # data after OPEN is the engine's (decrypt and discard)
 
@@ -893,12 +930,15 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
     # -- asyncio.Transport -----------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt and send ``data``; ignored once the transport is closing."""
+        """Encrypt and send ``data``; RuntimeError after write_eof() (WRITE_CLOSED), as
+        asyncio's transports; ignored once the transport is closing."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data: expected a bytes-like object, got {type(data).__name__}")
-        if self._eof_sent:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if not data or self._state is not _State.OPEN:
+        if self._state not in _WRITING_STATES:
+            if self._state is _State.WRITE_CLOSED:
+                raise RuntimeError("Cannot call write() after write_eof()")
+            return
+        if not data:
             return
         if self._datapath is not None:
             if self._datapath.write(data):
@@ -913,7 +953,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
 
     def writelines(self, list_of_data: Any) -> None:
         """Write several buffers with one flush to the socket."""
-        if self._state is not _State.OPEN or self._eof_sent:
+        if self._state not in _WRITING_STATES:
             for data in list_of_data:
                 self.write(data)
             return
@@ -932,14 +972,16 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._flush()
 
     def write_eof(self) -> None:
-        """Send close_notify and keep reading (half-close)."""
-        if self._eof_sent or self._state is not _State.OPEN:
+        """Send close_notify and keep reading (half-close): OPEN -> WRITE_CLOSED. After the
+        peer's close_notify (READ_CLOSED) both sides are done: that is close()."""
+        if self._state is _State.READ_CLOSED:
+            self.close()
             return
-        self._eof_sent = True
+        if self._state is not _State.OPEN:
+            return
+        self._set_state(_State.WRITE_CLOSED)
         self._engine.close()
         self._flush()
-        if self._peer_closed:
-            self._close_raw()
 
     def can_write_eof(self) -> bool:
         return True
@@ -949,13 +991,14 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state in _HANDSHAKE_STATES:
             self._handshake_failed(TLSError("closed during handshake", code="ERR_TLS_CLOSED"))
             return
-        if self._state is not _State.OPEN:
+        if self._state not in _OPEN_STATES:
             return
+        peer_closed = self._state is _State.READ_CLOSED  # nothing to wait for
         self._set_state(_State.CLOSING)
         self._engine.close()
         self._flush()
         timeout = self._options.shutdown_timeout
-        if self._peer_closed or not timeout or self._raw is None:
+        if peer_closed or not timeout or self._raw is None:
             self._close_raw()
             return
         self._shutdown_timer = self._loop.call_later(timeout, self._shutdown_timed_out)
@@ -981,7 +1024,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._reading_paused = True
         if self._datapath is not None:
             self._datapath.paused = True
-        if self._raw is not None and self._state is _State.OPEN:
+        if self._raw is not None and self._state in _OPEN_STATES:
             self._raw.pause_reading()
 
     def resume_reading(self) -> None:
@@ -990,12 +1033,12 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._reading_paused = False
         if self._datapath is not None:
             self._datapath.paused = False
-        if self._raw is not None and self._state is _State.OPEN:
+        if self._raw is not None and self._state in _OPEN_STATES:
             self._raw.resume_reading()
             self._loop.call_soon(self._deliver)
 
     def is_reading(self) -> bool:
-        return not self._reading_paused and self._state is _State.OPEN
+        return not self._reading_paused and self._state in _OPEN_STATES
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         """Limits on the socket's backlog (aiotls itself buffers no plaintext)."""
@@ -1063,7 +1106,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         return self._options.server_side
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._state is _State.OPEN:  # the socket transport warns and closes itself
+        if self._state in _OPEN_STATES:  # the socket transport warns and closes itself
             _warn(f"unclosed TLS transport {self!r}", ResourceWarning, source=self)
 
     def __repr__(self) -> str:

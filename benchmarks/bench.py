@@ -61,6 +61,9 @@ FALLBACK = "-fallback"
 IMPLS = ("asyncio+ssl", "uvloop+ssl", "aiotls", "aiotls+uvloop", "node",
          "aiotls-fallback", "aiotls+uvloop-fallback")
 PEERS = ("asyncio+ssl", "uvloop+ssl", "node")
+# An aiotls impl ending in BASELINE runs the aiotls of another checkout (--baseline DIR), in
+# the same run: the before/after of a change, side by side.
+BASELINE = "@base"
 TARGET = "aiotls+uvloop"
 WORKLOADS = ("echo", "rr-streams", "rr-protocol", "hs", "hs-resumed", "hs-rsa",
              "hs-resumed-rsa", "idle")
@@ -380,9 +383,10 @@ async def serve(impl: str, workload: str, certdir: Path) -> None:
         print(f"server exiting; {errors} loop exception(s) swallowed", file=sys.stderr)
 
 
-def server_main(impl: str, workload: str, certdir: Path) -> None:
-    """Entry point of the server process (already pinned by the parent)."""
-    sys.path.insert(0, str(REPO_ROOT))
+def server_main(impl: str, workload: str, certdir: Path, tree: Path | None = None) -> None:
+    """Entry point of the server process (already pinned by the parent); ``tree`` is the
+    checkout whose aiotls it imports (default: this one)."""
+    sys.path.insert(0, str(tree or REPO_ROOT))  # ahead of an editable install's finder
     if "uvloop" in impl:
         import uvloop
 
@@ -829,22 +833,27 @@ def build_loadclient(dest: Path) -> tuple[Path | None, str]:
 
 
 def run_cell(impl: str, workload: str, certdir: Path, s: Settings,
-             cores: tuple[int | None, int | None], loadclient: Path | None) -> dict[str, Any]:
+             cores: tuple[int | None, int | None], loadclient: Path | None,
+             baseline: Path | None = None) -> dict[str, Any]:
     """Start a fresh server, run one client against it, stop the server; return the result."""
     me = [sys.executable, str(Path(__file__).resolve())]
+    tree = REPO_ROOT
+    if impl.endswith(BASELINE):
+        assert baseline is not None, f"{impl} needs --baseline"
+        tree, impl = baseline, impl.removesuffix(BASELINE)
     if impl == "node":
         cmd = ["node", str(certdir / "node_server.js"), *map(str, server_cert(certdir, workload)),
                workload, str(SERVER_LIFETIME)]
     else:
         cmd = [*me, "--role", "server", "--impl", impl, "--workload", workload,
-               "--certdir", str(certdir)]
+               "--certdir", str(certdir), "--tree", str(tree)]
     env = {k: v for k, v in os.environ.items() if k != "AIOTLS_NO_EXTENSIONS"}
     if impl.endswith(FALLBACK):
         env["AIOTLS_NO_EXTENSIONS"] = "1"
     log = certdir / f"{impl}-{workload}.log"
     with open(log, "ab") as logf:
         server = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=logf, preexec_fn=preexec(cores[0]), cwd=REPO_ROOT,
+                                  stderr=logf, preexec_fn=preexec(cores[0]), cwd=tree,
                                   env=env)
     try:
         assert server.stdout is not None
@@ -1019,6 +1028,7 @@ def markdown(runs: Runs, impls: Sequence[str], workloads: Sequence[str],
         if any(v != "-" for v in seen):
             lines.append(f"| {label} | " + " | ".join(seen) + " |")
     out = "\n".join(lines) + headline(runs, impls)
+    out += versus_baselines(runs, impls)
     for target in (TARGET, TARGET + FALLBACK):
         if target in impls and (rs := ratios(runs, impls, target)):
             out += f"\n\n{target} vs the best peer (> 1.00 means {target} is better):\n\n"
@@ -1031,6 +1041,29 @@ def markdown(runs: Runs, impls: Sequence[str], workloads: Sequence[str],
     for cell, msgs in errors.items():
         out += f"\n\nerrors in {cell}: " + "; ".join(msgs[:3])
     return out
+
+
+def versus_baselines(runs: Runs, impls: Sequence[str]) -> str:
+    """Each aiotls impl against its BASELINE twin, per metric (> 1 means this checkout is
+    better); empty without baseline impls."""
+    pairs = [(i, i + BASELINE) for i in impls if i + BASELINE in impls]
+    rows = []
+    for m in METRICS:
+        if not m.better or m.key.startswith("cpu_us_per_"):
+            continue
+        cells = []
+        for now, base in pairs:
+            a, b = median_of(runs, now, m), median_of(runs, base, m)
+            ratio = None if not a or not b or not a[0] or not b[0] else (
+                a[0] / b[0] if m.better == "higher" else b[0] / a[0])
+            cells.append("-" if ratio is None else f"x{ratio:.2f}")
+        if any(c != "-" for c in cells):
+            rows.append(f"| {m.label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    return ("\n\nThis checkout against the baseline (> 1.00 means this one is better):\n\n"
+            "| metric | " + " | ".join(f"{now} vs {base}" for now, base in pairs) + " |\n|---|"
+            + "---:|" * len(pairs) + "\n" + "\n".join(rows))
 
 
 def headline(runs: Runs, impls: Sequence[str]) -> str:
@@ -1177,7 +1210,7 @@ def orchestrate(args: argparse.Namespace) -> int:
                     cell_started = time.monotonic()
                     try:
                         result = measure(impl, workload, certdir, s, cores, loadclient,
-                                         retries, tag)
+                                         retries, tag, args.baseline)
                     except Exception as exc:
                         errors.setdefault(f"{impl}/{workload}", []).append(str(exc))
                         print(f"{tag} ERROR {exc}", file=sys.stderr)
@@ -1220,11 +1253,11 @@ def orchestrate(args: argparse.Namespace) -> int:
 
 def measure(impl: str, workload: str, certdir: Path, s: Settings,
             cores: tuple[int | None, int | None], loadclient: Path | None, retries: int,
-            tag: str) -> dict[str, Any]:
+            tag: str, baseline: Path | None = None) -> dict[str, Any]:
     """run_cell, repeated (at most `retries` times) while other load spoils the window."""
     best: dict[str, Any] | None = None
     for attempt in range(retries + 1):
-        result = run_cell(impl, workload, certdir, s, cores, loadclient)
+        result = run_cell(impl, workload, certdir, s, cores, loadclient, baseline)
         if best is None or result.get("other_load", 0.0) < best.get("other_load", 0.0):
             best = result
         if best.get("other_load", 0.0) <= NOISY:
@@ -1271,7 +1304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", default=str(DEFAULT_RESULTS),
                    help="directory for <timestamp>.md (the table) and <timestamp>.png (the "
                    "chart); '-' writes neither (default: benchmarks/results)")
+    p.add_argument("--baseline", type=Path,
+                   help=f"another checkout of aiotls: impls ending in {BASELINE} (e.g. "
+                   f"aiotls+uvloop{BASELINE}) run its aiotls, beside this one's")
     p.add_argument("--role", choices=("server", "client"), help=argparse.SUPPRESS)
+    p.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--workload", help=argparse.SUPPRESS)
     p.add_argument("--certdir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -1282,14 +1319,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = shlex.join(["python", "benchmarks/bench.py",
                                *(sys.argv[1:] if argv is None else argv)])
     if args.role == "server":
-        server_main(args.impl, args.workload, args.certdir)
+        server_main(args.impl, args.workload, args.certdir, args.tree)
         return 0
     if args.role == "client":
         client_main(args.workload, args.port, args.server_pid, args.certdir,
                     Settings(**json.loads(args.settings)),
                     Path(args.loadclient) if args.loadclient else None)
         return 0
-    unknown = {i for i in args.impl.split(",") if i} - set(IMPLS)
+    impls = {i for i in args.impl.split(",") if i}
+    based = {i for i in impls if i.endswith(BASELINE)}
+    if based and args.baseline is None:
+        p.error(f"{', '.join(sorted(based))}: give --baseline DIR (another aiotls checkout)")
+    unknown = {i.removesuffix(BASELINE) for i in impls} - set(IMPLS)
+    unknown |= {i for i in based if not i.startswith("aiotls")}
     unknown |= {w for w in args.only.split(",") if w} - set(WORKLOADS)
     if unknown:
         p.error(f"unknown impl/workload: {', '.join(sorted(unknown))}")

@@ -387,6 +387,10 @@ def server_main(impl: str, workload: str, certdir: Path, tree: Path | None = Non
     """Entry point of the server process (already pinned by the parent); ``tree`` is the
     checkout whose aiotls it imports (default: this one)."""
     sys.path.insert(0, str(tree or REPO_ROOT))  # ahead of an editable install's finder
+    if tree is not None and tree.resolve() != REPO_ROOT:
+        # ... which would otherwise fill in, from this checkout, what that one lacks
+        sys.meta_path[:] = [f for f in sys.meta_path
+                            if not getattr(f, "__module__", "").startswith("__editable__")]
     if "uvloop" in impl:
         import uvloop
 

@@ -91,3 +91,24 @@ def test_profile_counts_frames_and_cffi_calls_per_message(tmp_path: Path) -> Non
     assert aiotls["cffi_calls_per_msg"] >= 1  # the fallback reaches OpenSSL through cffi
     assert per_msg(aiotls, "lib.SSL_write") == 1.0
     assert results[("uvloop+ssl", "protocol")]["cffi_calls_per_msg"] == 0
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_baseline_impls_run_another_checkouts_aiotls(tmp_path: Path) -> None:
+    """--baseline: an impl@base runs the aiotls of the given directory (here a copy of the
+    package without its compiled extension), beside this checkout's, and the report
+    compares them."""
+    base = tmp_path / "base"
+    shutil.copytree(BENCHMARKS.parent / "aiotls", base / "aiotls",
+                    ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    out = tmp_path / "bench.json"
+    proc = run("bench.py", "--quick", "--only", "hs", "--impl", "aiotls+uvloop,aiotls+uvloop@base",
+               "--baseline", str(base), "--client", "python", "--results", "-", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| metric | aiotls+uvloop vs aiotls+uvloop@base |" in proc.stdout
+    assert re.search(r"\| full handshakes per server CPU-second \| x\d", proc.stdout)
+    runs = json.loads(out.read_text())["runs"]
+    assert runs["aiotls+uvloop@base"]["hs"][0]["data_path"] == "python"  # no .so copied
+    assert runs["aiotls+uvloop"]["hs"][0]["data_path"] in ("compiled", "python")
+    refused = run("bench.py", "--impl", "aiotls@base")
+    assert refused.returncode == 2 and "give --baseline DIR" in refused.stderr

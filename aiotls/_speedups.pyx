@@ -238,3 +238,56 @@ cdef class DataPath:
         self.error = (err, tuple(codes))
         self._status |= ERROR
         return ERROR
+
+
+@cython.final
+cdef class RawProtocol:
+    """The socket transport's protocol (see ``aiotls._openssl.datapath.RawProtocol``):
+    chunks to ``datapath`` while one is set, without a Python frame; all else to ``owner``."""
+
+    cdef object _owner
+    cdef object _buf
+    cdef public object datapath
+
+    def __cinit__(self, owner, buffer):
+        self._owner = owner
+        self._buf = buffer
+        self.datapath = None
+
+    def connection_made(self, transport):
+        self._owner._raw_connection_made(transport)
+
+    def get_buffer(self, sizehint):
+        return self._buf
+
+    def buffer_updated(self, nbytes):
+        self._received(self._buf[:nbytes])
+
+    def data_received(self, data):
+        self._received(data)
+
+    cdef int _received(self, data) except -1:
+        datapath = self.datapath
+        if datapath is None:
+            self._owner._raw_received(data)
+            return 0
+        try:
+            flags = (<DataPath?>datapath).feed(data)
+        except Exception as exc:  # the application's protocol raised
+            self._owner._data_path_raised(exc)
+            return 0
+        if flags & (ERROR | CLOSE_NOTIFY):
+            self._owner._data_path_ended(datapath, flags)
+        return 0
+
+    def eof_received(self):
+        return self._owner._raw_eof()
+
+    def connection_lost(self, exc):
+        self._owner._raw_connection_lost(exc)
+
+    def pause_writing(self):
+        self._owner._raw_pause_writing()
+
+    def resume_writing(self):
+        self._owner._raw_resume_writing()

@@ -2,9 +2,12 @@
 
 Design
 ------
-Two objects per connection, as in CPython's sslproto and uvloop's: :class:`_RawProtocol`
-is the BufferedProtocol on the socket transport and forwards its events here;
-:class:`TLSTransport` is the state machine and the Transport the application protocol
+Two objects per connection, as in CPython's sslproto and uvloop's: a ``RawProtocol``
+(:mod:`aiotls._openssl.speedups`; compiled when the extension is built) is the
+BufferedProtocol on the socket transport; in the OPEN states it feeds received chunks to
+the connection's DataPath itself, so a record reaches the application without a Python
+frame of aiotls's, and forwards every other event here. :class:`TLSTransport` is the
+state machine and the Transport the application protocol
 (a Protocol or a BufferedProtocol) sees. It is also Node's ``TLSSocket`` surface
 (``get_extra_info("tls")`` returns it). The engine (sans-I/O) holds the TLS rules; this
 module only moves bytes, runs hooks and keeps asyncio's contracts.
@@ -80,7 +83,14 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .. import _openssl, certinfo
-from .._openssl.speedups import CLOSE_NOTIFY, ERROR, DataPath, error_reasons, openssl_functions
+from .._openssl.speedups import (
+    CLOSE_NOTIFY,
+    ERROR,
+    DataPath,
+    RawProtocol,
+    error_reasons,
+    openssl_functions,
+)
 from ..clienthello import ALERTS, ClientHelloRefused
 from ..context import SecureContext
 from ..engine import PauseReason, TLSEngine, require_server_name
@@ -89,7 +99,7 @@ from ..options import ConnectionOptions
 from .tlssocket import SSLObjectShim, TLSSocket, TLSSocketMixin
 
 if TYPE_CHECKING:
-    from .._openssl.speedups import AnyDataPath
+    from .._openssl.speedups import AnyDataPath, AnyRawProtocol
 
 __all__ = ["TLSTransport", "call_hook"]
 
@@ -216,40 +226,6 @@ _OPEN_STATES = frozenset({_State.OPEN, _State.WRITE_CLOSED, _State.READ_CLOSED})
 _WRITING_STATES = frozenset({_State.OPEN, _State.READ_CLOSED})
 
 
-class _RawProtocol(asyncio.BufferedProtocol):
-    """The protocol on the socket transport: hands every event to its TLSTransport."""
-
-    __slots__ = ("_buf", "_tls")
-
-    def __init__(self, tls: TLSTransport) -> None:
-        self._tls = tls
-        self._buf = _recv_buffer()  # the thread's shared buffer: a reference, not a copy
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tls._raw_connection_made(transport)  # type: ignore[arg-type]
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buf
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._tls._raw_received(self._buf[:nbytes])
-
-    def data_received(self, data: bytes) -> None:  # when stacked on a non-buffered transport
-        self._tls._raw_received(data)
-
-    def eof_received(self) -> bool:
-        return self._tls._raw_eof()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._tls._raw_connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._tls._raw_pause_writing()
-
-    def resume_writing(self) -> None:
-        self._tls._raw_resume_writing()
-
-
 class TLSTransport(TLSSocketMixin, asyncio.Transport):
     """The application's side of a TLS connection, with Node's TLSSocket getters."""
 
@@ -342,7 +318,8 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._hello_context = False  # on_client_hello chose the context: no sni_callback
         self._session_hooks: list[asyncio.Future[Any]] = []  # async on_new_session running
         self._datapath: AnyDataPath | None = None  # the OPEN state's data (not renegotiating)
-        self.raw_protocol = _RawProtocol(self)
+        #: The socket transport's protocol: it feeds the DataPath itself in the OPEN states.
+        self.raw_protocol: AnyRawProtocol = RawProtocol(self, _recv_buffer())
 
     # -- events from the socket ------------------------------------------------------
 
@@ -371,10 +348,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._state is _State.CLOSED:
             return
-        if self._datapath is not None:
-            self._feed(self._datapath, data)
-            return
-        try:
+        try:  # an OPEN state without a DataPath: a renegotiation under way
             engine.receive_data(data)
         except TLSError as exc:
             self._fatal(exc)
@@ -770,16 +744,19 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             self._engine,
         )
         datapath.paused = self._reading_paused
-        self._datapath = datapath
+        self._bind_data_path(datapath)
 
-    def _feed(self, datapath: AnyDataPath, data: memoryview | bytes) -> None:
-        """Give the DataPath received ciphertext (b"": deliver what OpenSSL holds) and act
-        on its outcome: a protocol callback that raised, a fatal error, close_notify."""
-        try:
-            flags = datapath.feed(data)
-        except Exception as exc:
-            self._app_failed("buffer_updated()" if self._app_buffered else "data_received()", exc)
-            return
+    def _bind_data_path(self, datapath: AnyDataPath | None) -> None:
+        """The DataPath received chunks go to (the raw protocol feeds it), or None: the
+        engine's path."""
+        self._datapath = self.raw_protocol.datapath = datapath
+
+    def _data_path_raised(self, exc: Exception) -> None:
+        """The application's protocol raised inside a DataPath delivery."""
+        self._app_failed("buffer_updated()" if self._app_buffered else "data_received()", exc)
+
+    def _data_path_ended(self, datapath: AnyDataPath, flags: int) -> None:
+        """A DataPath reported a fatal error or the peer's close_notify."""
         if flags & ERROR:
             self._data_path_failed(datapath)
         elif flags & CLOSE_NOTIFY:  # reported again by every later feed: acted on once
@@ -803,7 +780,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._reading_paused and self._state in _OPEN_STATES:
             return
         if flush and self._datapath is not None:  # it always flushes
-            self._feed(self._datapath, b"")
+            self.raw_protocol.data_received(b"")  # through the DataPath, as a chunk would
             return
         engine, app = self._engine, self._app
         try:
@@ -916,7 +893,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         self._state = state
         if self._datapath is not None and state not in _OPEN_STATES:
             self._datapath.paused = True  # a delivery under way stops after its batch
-            self._datapath = None  # data after OPEN is the engine's (decrypt and discard)
+            self._bind_data_path(None)  # data after OPEN is the engine's (decrypt, discard)
 
     def _cancel_timers(self) -> None:
         """Stop the handshake and shutdown timers (whichever runs)."""
@@ -1128,7 +1105,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
         if self._state is not _State.OPEN or self._reneg_waiter is not None:
             raise TLSError("renegotiate: connection not open or busy", code="ERR_TLS_NOT_READY")
         self._engine.renegotiate(request_cert=request_cert, reject_unauthorized=reject_unauthorized)
-        self._datapath = None  # the engine judges the peer again: its path until done
+        self._bind_data_path(None)  # the engine judges the peer again: its path until done
         self._reneg_waiter = self._loop.create_future()
         waiter = self._reneg_waiter
         self._flush()

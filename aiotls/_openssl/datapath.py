@@ -24,6 +24,12 @@ memory BIOs; the handshake, hooks and every rare path stay with the engine. The 
   left: call ``feed(b"")`` after resuming). The first two are final: later calls return
   them again without touching OpenSSL.
 
+:class:`RawProtocol` is the protocol on the socket transport under a TLS transport: while
+the transport has a DataPath (its OPEN states), received chunks go straight to it, the
+socket's other events and every chunk in other states to the transport (its owner). The
+compiled ``aiotls._speedups.RawProtocol`` is its twin in C, so that a received record
+reaches the application without a Python frame of aiotls's.
+
 Callers keep three rules: build a DataPath after the handshake completed and after any
 BIO replacement (``TLSEngine.compact``) and use it on that thread only; leave
 ``read_ahead`` off (OpenSSL's default, which aiotls never changes), so a short read means
@@ -37,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .binding import ffi, lib
 from .fnptrs import FUNCTIONS
@@ -49,6 +55,8 @@ __all__ = [
     "PAUSED",
     "SCRATCH_SIZE",
     "DataPath",
+    "RawEvents",
+    "RawProtocol",
     "error_reasons",
     "protocol_callbacks",
     "thread_scratch",
@@ -302,3 +310,64 @@ class DataPath:
         self.error = (err, tuple(codes))
         self._status |= ERROR
         return ERROR
+
+
+class RawEvents(Protocol):
+    """What a :class:`RawProtocol` tells its owner (the TLS transport)."""
+
+    def _raw_connection_made(self, transport: asyncio.Transport) -> None: ...
+    def _raw_received(self, data: memoryview | bytes) -> None: ...
+    def _raw_eof(self) -> bool: ...
+    def _raw_connection_lost(self, exc: Exception | None) -> None: ...
+    def _raw_pause_writing(self) -> None: ...
+    def _raw_resume_writing(self) -> None: ...
+    def _data_path_raised(self, exc: Exception) -> None: ...
+    def _data_path_ended(self, datapath: Any, flags: int) -> None: ...
+
+
+class RawProtocol(asyncio.BufferedProtocol):
+    """The socket transport's protocol: chunks to ``datapath`` while one is set, all
+    else to ``owner``. ``buffer`` is the receive buffer the socket transport fills."""
+
+    __slots__ = ("_buf", "_owner", "datapath")
+
+    def __init__(self, owner: RawEvents, buffer: memoryview) -> None:
+        self._owner = owner
+        self._buf = buffer
+        #: The DataPath of the owner's OPEN states (None otherwise), set by the owner.
+        self.datapath: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._owner._raw_connection_made(transport)  # type: ignore[arg-type]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buf[:nbytes])
+
+    def data_received(self, data: memoryview | bytes) -> None:
+        """A chunk (also from a non-buffered transport, or b"": deliver what is held)."""
+        datapath = self.datapath
+        if datapath is None:
+            self._owner._raw_received(data)
+            return
+        try:
+            flags = datapath.feed(data)
+        except Exception as exc:  # the application's protocol raised
+            self._owner._data_path_raised(exc)
+            return
+        if flags & (ERROR | CLOSE_NOTIFY):
+            self._owner._data_path_ended(datapath, flags)
+
+    def eof_received(self) -> bool:
+        return self._owner._raw_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._raw_connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._owner._raw_pause_writing()
+
+    def resume_writing(self) -> None:
+        self._owner._raw_resume_writing()

@@ -27,8 +27,8 @@ from aiotls._openssl.speedups import NO_EXTENSIONS
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def compiled_class() -> type[Any]:
-    """aiotls._speedups.DataPath; a skip when it was not built, but a failure on CI."""
+def compiled_class(name: str = "DataPath") -> type[Any]:
+    """aiotls._speedups.<name>; a skip when it was not built, but a failure on CI."""
     if NO_EXTENSIONS:
         pytest.skip("AIOTLS_NO_EXTENSIONS is set: only the fallback runs")
     try:
@@ -37,7 +37,7 @@ def compiled_class() -> type[Any]:
         if ON_CI:
             pytest.fail(f"aiotls._speedups was not built (CI must build it): {exc}")
         pytest.skip(f"aiotls._speedups was not built: {exc}")
-    return _speedups.DataPath
+    return getattr(_speedups, name)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=["compiled", "fallback"])
@@ -213,6 +213,52 @@ def test_rebind_after_compaction_carries_unread_ciphertext_over(impl: type[Any],
     assert pair.client_reads() == b"BEFOREAFTER"
     with pytest.raises(ValueError, match="not NULL"):
         pair.dp.rebind(0, 0, 0)
+
+
+class Owner:
+    """What a RawProtocol tells its TLS transport, recorded."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if not name.startswith(("_raw_", "_data_path_")):
+            raise AttributeError(name)
+        return lambda *args: self.events.append((name, args)) or (name == "_raw_eof")
+
+
+@pytest.mark.parametrize("kind", ["compiled", "fallback"])
+def test_raw_protocol_feeds_the_data_path_and_tells_the_owner_the_rest(kind: str, contexts) -> None:
+    """Without a DataPath every chunk goes to the owner; with one, chunks go to it and the
+    owner hears only of close_notify (or an error, or a raising protocol); the socket's
+    other events always go to the owner."""
+    datapath_class = compiled_class() if kind == "compiled" else _datapath.DataPath
+    raw_class = compiled_class("RawProtocol") if kind == "compiled" else _datapath.RawProtocol
+    owner, protocol = Owner(), Recorder()
+    buffer = memoryview(bytearray(64 * 1024))
+    raw = raw_class(owner, buffer)
+    assert raw.get_buffer(-1) is buffer
+    raw.data_received(b"early")
+    assert owner.events == [("_raw_received", (b"early",))]
+    pair = Pair(datapath_class, contexts, protocol)
+    raw.datapath = pair.dp
+    data = pair.client_sends(b"through the data path")
+    buffer[: len(data)] = data
+    raw.buffer_updated(len(data))
+    assert protocol.received == b"through the data path" and len(owner.events) == 1
+    protocol.on_data = lambda data: 1 / 0
+    raw.data_received(pair.client_sends(b"boom"))
+    name, (exc,) = owner.events[-1]
+    assert name == "_data_path_raised" and isinstance(exc, ZeroDivisionError)
+    protocol.on_data = None
+    pair.client.close()
+    raw.data_received(pair.client.data_to_send())
+    assert owner.events[-1] == ("_data_path_ended", (pair.dp, CLOSE_NOTIFY))
+    assert raw.eof_received() is True
+    raw.pause_writing(), raw.resume_writing(), raw.connection_lost(None)
+    assert [e[0] for e in owner.events[-4:]] == [
+        "_raw_eof", "_raw_pause_writing", "_raw_resume_writing", "_raw_connection_lost"
+    ]
 
 
 def test_one_data_received_per_batch_and_no_failing_read(impl: type[Any], contexts) -> None:

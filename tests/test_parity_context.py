@@ -813,14 +813,19 @@ async def test_session_id_context(version: str, ec: Pki) -> None:
 
 @pytest.mark.parametrize("version", list(VERSIONS))
 async def test_session_timeout(version: str, ec: Pki) -> None:
+    """A session outlives session_timeout=1 by a second: a full handshake; one of a server
+    with the default timeout, as old, resumes (the control, free of the machine's speed)."""
     client = {"ca": ec.ca_pem, **VERSIONS[version]}
-    async with serving(**ec.identity(), session_timeout=1) as served:
-        _, session = await session_of(served.port, **client)
-        reused, _ = await session_of(served.port, session=session, **client)
-        assert reused  # within the timeout
-        await asyncio.sleep(2.2)  # OpenSSL counts whole seconds
-        reused, _ = await session_of(served.port, session=session, **client)
+    async with serving(**ec.identity(), session_timeout=1) as short, serving(
+        **ec.identity()
+    ) as default:
+        _, expiring = await session_of(short.port, **client)
+        _, lasting = await session_of(default.port, **client)
+        await asyncio.sleep(2.2)  # the expiry itself is the subject; OpenSSL counts seconds
+        reused, _ = await session_of(short.port, session=expiring, **client)
         assert not reused  # expired: a full handshake
+        reused, _ = await session_of(default.port, session=lasting, **client)
+        assert reused
 
 
 @pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-5, ValueError), ("1", TypeError)])

@@ -122,3 +122,18 @@ def test_profile_hs_splits_handshake_cpu_into_openssl_and_the_rest(mode: str,
     assert set(floor) == {"pyOpenSSL", "ssl"} and all(f["us_per_hs"] > 0 for f in floor.values())
     assert f"with ssl ({floor['ssl']['openssl']})" in proc.stdout
 
+
+@pytest.mark.timeout(TIMEOUT)
+def test_memory_floor_measures_both_openssls_and_aiotls_python_bytes(tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    out = tmp_path / "memory.json"
+    proc = run("memory_floor.py", "--objects", "300", "--conns", "40", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    c = data["c_memory"]
+    assert set(c) == {"wheel-bare", "wheel-handshaken", "ssl-bare", "ssl-handshaken"}
+    assert all(r["kib_per_object"] > 1 for r in c.values())  # an SSL* is KiBs, never bytes
+    assert "(wheel)" in proc.stdout and "(Python ssl)" in proc.stdout
+    traced = data["traced"]
+    assert traced["conns"] == 40 and traced["groups"]["aiotls"] > 0
+    assert any(t["line"].startswith("aiotls: ") for t in traced["top"])

@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -307,6 +307,9 @@ async def greet_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     writer.close()
 
 
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
 class EchoProtocol(asyncio.Protocol):
     """The Protocol app: every received chunk goes straight back (data_received -> write)."""
 
@@ -319,13 +322,14 @@ class EchoProtocol(asyncio.Protocol):
         self.transport.write(data)
 
 
-async def start_app_server(impl: str, workload: str, certdir: Path) -> Any:
+async def start_app_server(impl: str, workload: str, certdir: Path,
+                           greet: StreamHandler | None = None) -> Any:
     """Listen on HOST (port 0) with `workload`'s server app over `impl`'s TLS stack.
 
     rr-protocol gets EchoProtocol; echo and rr-streams the streams echo_handler; the
-    handshake and idle workloads greet_handler.
+    handshake and idle workloads greet_handler, or `greet` (profile_hs.py counts with it).
     """
-    handler = echo_handler if workload in ("echo", "rr-streams") else greet_handler
+    handler = echo_handler if workload in ("echo", "rr-streams") else greet or greet_handler
     key, chain = server_cert(certdir, workload)
     if impl.startswith("aiotls"):
         aiotls: Any = importlib.import_module("aiotls")

@@ -1,8 +1,8 @@
 """The measurement tools of benchmarks/, run as the integrator runs them: subprocesses.
 
 Short runs only (a couple of cells, a few hundred messages): what is checked is that the
-request/response workload, the fallback column, the chart and the per-message profile
-produce their rows, not how fast anything is.
+request/response workload, the fallback column, the chart, the per-message and
+per-handshake profiles and the memory floor produce their rows, not how fast anything is.
 """
 
 from __future__ import annotations
@@ -112,3 +112,48 @@ def test_baseline_impls_run_another_checkouts_aiotls(tmp_path: Path) -> None:
     assert runs["aiotls+uvloop"]["hs"][0]["data_path"] in ("compiled", "python")
     refused = run("bench.py", "--impl", "aiotls@base")
     assert refused.returncode == 2 and "give --baseline DIR" in refused.stderr
+
+
+@pytest.mark.parametrize("mode", ["full", "resumed"])
+def test_profile_hs_splits_handshake_cpu_into_openssl_and_the_rest(mode: str,
+                                                                   tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    out = tmp_path / "hs.json"
+    syscalls = mode == "full" and shutil.which("strace") is not None
+    proc = run("profile_hs.py", "--impl", "aiotls+uvloop,uvloop+ssl", "--seconds", "0.5",
+               "--floor-handshakes", "30", "--json", str(out),
+               *(["--resume"] if mode == "resumed" else []),
+               *(["--syscalls"] if syscalls else []))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| OpenSSL handshake µs (SSL_do_handshake) |" in proc.stdout
+    data = json.loads(out.read_text())
+    results = {r["impl"]: r for r in data["results"]}
+    assert set(results) == {"aiotls+uvloop", "uvloop+ssl"}
+    for r in results.values():
+        assert r["resumed"] == (mode == "resumed")
+        # cProfile found OpenSSL's handshake entry point (cffi's, or _ssl's) by its name
+        assert 0 < r["openssl_hs_us"] < r["cpu_us"]
+        assert r["ssl_new_us"] > 0 and r["python_frames_per_hs"] > 0 and r["c_calls_per_hs"] > 0
+        if syscalls:  # every connection was accepted once, whoever counts the edges
+            assert 0.5 < r["syscalls"]["accept4"] < 1.5
+    assert results["aiotls+uvloop"]["ssl_free_us"] > 0  # cffi's finaliser calls SSL_free
+    assert results["uvloop+ssl"]["ssl_free_us"] is None  # _ssl frees it in C, unseen
+    floor = data["floor"]
+    assert set(floor) == {"pyOpenSSL", "ssl"} and all(f["us_per_hs"] > 0 for f in floor.values())
+    assert f"with ssl ({floor['ssl']['openssl']})" in proc.stdout
+
+
+@pytest.mark.timeout(TIMEOUT)
+def test_memory_floor_measures_both_openssls_and_aiotls_python_bytes(tmp_path: Path) -> None:
+    pytest.importorskip("uvloop")
+    out = tmp_path / "memory.json"
+    proc = run("memory_floor.py", "--objects", "300", "--conns", "40", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    c = data["c_memory"]
+    assert set(c) == {"wheel-bare", "wheel-handshaken", "ssl-bare", "ssl-handshaken"}
+    assert all(r["kib_per_object"] > 1 for r in c.values())  # an SSL* is KiBs, never bytes
+    assert "(wheel)" in proc.stdout and "(Python ssl)" in proc.stdout
+    traced = data["traced"]
+    assert traced["conns"] == 40 and traced["groups"]["aiotls"] > 0
+    assert any(t["line"].startswith("aiotls: ") for t in traced["top"])

@@ -259,17 +259,22 @@ async def test_serve_json_shows_client_certificate(pki_dir: Path, version: str) 
         assert facts["cipher_standard_name"].startswith("TLS_ECDHE_ECDSA_WITH_")
 
 
-async def test_serve_require_cert_reports_refused_client(pki_dir: Path) -> None:
+async def test_serve_require_cert_reports_refused_client(pki_dir: Path, tmp_path: Path) -> None:
     openssl = require("openssl")
     ca, cert, key = files(pki_dir, "ca.pem", "server.pem", "server.key")
     serve = cli("serve", "--port", "0", "--cert", cert, "--key", key, "--ca", ca, "--require-cert")
+    # The request comes from a file: s_client may be refused and gone before a write to
+    # its stdin pipe (a broken pipe under load); -quiet ignores the file's EOF.
+    request = tmp_path / "request"
+    request.write_bytes(b"GET / HTTP/1.0\r\n\r\n")
     async with run_peer(*serve) as server:
         port = await listening(server)
-        async with run_peer(
-            openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", ca, "-quiet",
-        ) as client:  # fmt: skip
-            await client.feed(b"GET / HTTP/1.0\r\n\r\n")
-            await client.wait()
+        with request.open("rb") as stdin:
+            async with run_peer(
+                openssl, "s_client", "-connect", f"{HOST}:{port}", "-CAfile", ca, "-quiet",
+                stdin=stdin,
+            ) as client:  # fmt: skip
+                assert await client.wait() == 1, str(client)  # refused
         (line,) = await server.wait_for_output(
             r"^(aiotls serve: 127\.0\.0\.1:\d+: handshake failed: .*)$", stream="stderr"
         )

@@ -168,13 +168,15 @@ class PeerProcess:
 
 
 @contextlib.asynccontextmanager
-async def run_peer(*argv: str) -> AsyncIterator[PeerProcess]:
-    """Start ``argv`` with piped stdio; whatever happens, it is killed on the way out."""
+async def run_peer(*argv: str, **popen: Any) -> AsyncIterator[PeerProcess]:
+    """Start ``argv`` with piped stdio; whatever happens, it is killed on the way out.
+
+    ``popen`` goes to the subprocess as is: ``env``, ``pass_fds``, or a file as ``stdin``
+    for input that must be there however early the peer reads it.
+    """
+    pipe = asyncio.subprocess.PIPE
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, **{"stdin": pipe, **popen, "stdout": pipe, "stderr": pipe}
     )
     peer = PeerProcess(proc, os.path.basename(argv[0]))
     try:

@@ -23,8 +23,8 @@ from peers import (
     Seen,
     aiotls_echo_server,
     aiotls_exchange,
-    free_port,
     hex_lines,
+    listening_port,
     random_payload,
     require,
     run_peer,
@@ -65,22 +65,18 @@ def assert_same_suite(aiotls_seen: Seen, gnutls_cipher: str) -> None:
 async def gnutls_echo_server(
     version: str, server_files: dict[str, str]
 ) -> AsyncIterator[tuple[PeerProcess, int]]:
-    """gnutls-serv --echo on a free port (it cannot pick one itself and report it)."""
+    """gnutls-serv --echo on an ephemeral port: ``-p 0`` binds one but prints "port 0",
+    so the port is read from the listening socket of the process we started."""
     gnutls_serv = require("gnutls-serv")
-    for _attempt in range(3):
-        port = free_port()
-        async with run_peer(
-            gnutls_serv, "--echo", "-p", str(port), "--priority", priority(version),
-            "--x509keyfile", server_files["key"], "--x509certfile", server_files["cert"],
-        ) as server:  # fmt: skip
-            (outcome,) = await server.wait_for_output(
-                r"^Echo Server listening on IPv4 \S+ port \d+\.\.\.(.*)$", stream="stderr"
-            )
-            if outcome == "done":
-                yield server, port
-                return
-            # Someone took the port between free_port() and gnutls-serv's bind(): retry.
-    raise AssertionError(f"gnutls-serv could not bind a free port: {server}")
+    async with run_peer(
+        gnutls_serv, "--echo", "-p", "0", "--priority", priority(version),
+        "--x509keyfile", server_files["key"], "--x509certfile", server_files["cert"],
+    ) as server:  # fmt: skip
+        # "done" comes after listen(2); gnutls-serv listens on 0.0.0.0 (and on ::).
+        await server.wait_for_output(
+            r"^(Echo Server listening on IPv4 \S+ port 0\.\.\.done)$", stream="stderr"
+        )
+        yield server, listening_port(server.proc.pid)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,47 @@ async def test_server_connection_made_raising_closes_and_logs(
     errors = [r for r in _aiotls_records(caplog) if r.levelno == logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is not None
     assert isinstance(errors[0].exc_info[1], Boom)
+
+
+# -- open_connection cancelled during the handshake ------------------------------
+
+
+async def test_cancelled_open_connection_leaves_no_unretrieved_future(client_ctx) -> None:
+    """open_connection(sock=...) cancelled at each of its first loop iterations, against
+    a server that accepts and never answers: however far the loop got (the transport
+    made, the ClientHello sent), no future is left with an exception nobody reads."""
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    eofs: asyncio.Queue[None] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client's socket is closed
+        eofs.put_nowait(None)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        for iterations in range(8):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                task = asyncio.ensure_future(
+                    aiotls.open_connection(sock=sock, context=client_ctx, servername="localhost")
+                )
+                for _ in range(iterations):
+                    await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            # The server sees EOF once the client's transport has run connection_lost.
+            await asyncio.wait_for(eofs.get(), 5)
+            del task
+            gc.collect()  # a future's "exception was never retrieved" is reported here
+    finally:
+        server.close()
+        await server.wait_closed()
+        loop.set_exception_handler(None)
+    assert not unhandled, unhandled
 
 
 # -- a BufferedProtocol's get_buffer --------------------------------------------

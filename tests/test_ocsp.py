@@ -27,12 +27,12 @@ from ocsp_util import (
     PKI,
     OCSPResponder,
     build_response,
-    free_port,
     index_line,
     issue_cert,
     make_ca_cert,
     make_pki,
 )
+from peers import held_port
 
 from aiotls import ocsp as aocsp
 from aiotls.ocsp import OCSPError, OCSPStatus, OCSPTimeoutError
@@ -710,10 +710,8 @@ async def test_fetch_timeout_does_not_block_loop(pki: PKI) -> None:
 
 
 async def test_fetch_connection_refused(pki: PKI) -> None:
-    with pytest.raises(OCSPError, match="cannot connect"):
-        await aocsp.fetch(
-            pki.good.cert, pki.ca.cert, url=f"http://127.0.0.1:{free_port()}/", timeout=5
-        )
+    with held_port() as port, pytest.raises(OCSPError, match="cannot connect"):
+        await aocsp.fetch(pki.good.cert, pki.ca.cert, url=f"http://127.0.0.1:{port}/", timeout=5)
 
 
 async def test_fetch_bad_arguments(pki: PKI) -> None:

@@ -20,7 +20,7 @@ import trustme
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from peers import HOST, PEER_TIMEOUT, free_port, require, run_peer
+from peers import HOST, PEER_TIMEOUT, require, run_nginx, run_peer
 from proxy_util import (
     access_records,
     backend,
@@ -35,7 +35,6 @@ from proxy_util import (
     write_config,
     write_identity,
 )
-from test_servername import _nginx
 
 import aiotls
 from aiotls.cli import main
@@ -126,36 +125,11 @@ async def test_node_half_closes_through_the_proxy(tmp_path, ca, server_files):
     assert report["received"] == report["sent"]
 
 
-_NGINX_CONF = """
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 16; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen {host}:{port} proxy_protocol;
-        location / {{ return 200 "$proxy_protocol_addr:$proxy_protocol_port\\n"; }}
-    }}
-}}
-"""
-
-
 async def test_nginx_reads_the_proxy_protocol_header(tmp_path, ca):
     """nginx (listen ... proxy_protocol) takes the client's address from the header the
     proxy sends, TLVs and all."""
-    nginx = _nginx()
-    port = free_port()
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(_NGINX_CONF.format(dir=tmp_path, host=HOST, port=port))
-    async with run_peer(nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr") as peer:
-        await peer.wait_for_output(r"(getrlimit)", stream="stderr")  # it listens
+    location = 'location / { return 200 "$proxy_protocol_addr:$proxy_protocol_port\\n"; }'
+    async with run_nginx(tmp_path, location, listen=" proxy_protocol") as (_, port):
         route = {**write_identity(tmp_path, ca, "localhost"), "backend": f"{HOST}:{port}",
                  "proxy_protocol": True}  # fmt: skip
         path = write_config(tmp_path / "proxy.toml", {**PROXY, "access_log": "off"}, [route])

@@ -9,11 +9,9 @@ reverse proxy that resumes its TLS sessions to the upstream.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 
 import pytest
-from peers import HOST, PEER_TIMEOUT, free_port, require, run_peer
+from peers import HOST, PEER_TIMEOUT, require, run_nginx, run_peer
 from util import eventually, tls_server
 
 import aiotls
@@ -103,21 +101,7 @@ async def test_servername_with_openssl_s_client_sess_in(
 
 # -- nginx as a reverse proxy ----------------------------------------------------------
 
-_NGINX_CONF = """
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log stderr notice;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen {host}:{port};
+_PROXY_TO_UPSTREAM = """
         location / {{
             proxy_pass https://{host}:{upstream};
             proxy_http_version 1.1;
@@ -127,18 +111,7 @@ http {{
             proxy_ssl_protocols {version};
             proxy_ssl_verify on;
             proxy_ssl_trusted_certificate {ca};
-        }}
-    }}
-}}
-"""
-
-
-def _nginx() -> str:
-    """nginx lives in /usr/sbin, which a non-root PATH may lack."""
-    path = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
-    if path is None:
-        pytest.skip("nginx not installed (.ci/install-peers.sh installs nginx-light)")
-    return path
+        }}"""
 
 
 async def _http_get(port: int) -> bytes:
@@ -178,20 +151,14 @@ async def test_servername_behind_nginx_with_session_reuse(
 ) -> None:
     """nginx (proxy_ssl_server_name, proxy_ssl_session_reuse) resumes its upstream
     sessions; every request must still see the SNI nginx sent."""
-    nginx = _nginx()
     version, secure_options = RESUMPTIONS[how]
     ctx = aiotls.create_secure_context(
         key=server_key_pem, cert=server_chain_pem, secure_options=secure_options
     )
     async with tls_server(_answer_with_servername, ctx, suppress_ragged_eofs=True) as (_, up):
-        port = free_port()
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            _NGINX_CONF.format(dir=tmp_path, host=HOST, port=port, upstream=up,
-                               version=version, ca=server_files["ca"])
-        )  # fmt: skip
-        async with run_peer(nginx, "-p", str(tmp_path), "-c", str(conf), "-e", "stderr") as peer:
-            # Logged once the listening socket is open.
-            await peer.wait_for_output(r"(getrlimit)", stream="stderr")
+        location = _PROXY_TO_UPSTREAM.format(
+            host=HOST, upstream=up, version=version, ca=server_files["ca"]
+        )
+        async with run_nginx(tmp_path, location) as (_, port):
             bodies = [await _http_get(port) for _ in range(3)]
     assert bodies == [b"localhost False", b"localhost True", b"localhost True"]

@@ -229,14 +229,12 @@ async def test_openssl_s_client_sess_out_sess_in(server_ctx, server_files, tmp_p
 @pytest.mark.parametrize("version", ["-tls1_2", "-tls1_3"])
 async def test_aiotls_client_resumes_with_openssl_s_server(server_files, ca_pem, version) -> None:
     require("openssl")
-    from peers import free_port
-
-    port = free_port()
-    argv = ["openssl", "s_server", "-accept", f"{HOST}:{port}", version,
+    argv = ["openssl", "s_server", "-accept", f"{HOST}:0", version,
             "-key", server_files["key"], "-cert", server_files["cert"],
             "-naccept", "2", "-rev"]  # fmt: skip
     async with run_peer(*argv) as peer:
-        await peer.wait_for_output(r"(ACCEPT)")
+        (port_text,) = await peer.wait_for_output(r"^ACCEPT .*:(\d+)$")
+        port = int(port_text)
         sessions: list[bytes] = []
         first = await _connect(port, ca_pem, on_session=sessions.append)
         assert not first.session_reused and sessions

@@ -61,26 +61,32 @@ async def create_connection(
     app = protocol_factory()
     waiter: asyncio.Future[None] = loop.create_future()
     tls = TLSTransport(loop, app, ctx, opts, waiter=waiter)
-    if path is not None:
-        raw, _ = await loop.create_unix_connection(lambda: tls.raw_protocol, path, sock=sock)
-    elif opts.lookup is not None and host is not None and sock is None:
-        last_exc: OSError | None = None
-        for addr in await _resolve(opts.lookup, host, port or 0):
-            try:
-                raw, _ = await loop.create_connection(
-                    lambda: tls.raw_protocol, addr[0], addr[1], local_addr=local_addr
-                )
-                break
-            except OSError as exc:
-                last_exc = exc
+    try:
+        if path is not None:
+            raw, _ = await loop.create_unix_connection(lambda: tls.raw_protocol, path, sock=sock)
+        elif opts.lookup is not None and host is not None and sock is None:
+            last_exc: OSError | None = None
+            for addr in await _resolve(opts.lookup, host, port or 0):
+                try:
+                    raw, _ = await loop.create_connection(
+                        lambda: tls.raw_protocol, addr[0], addr[1], local_addr=local_addr
+                    )
+                    break
+                except OSError as exc:
+                    last_exc = exc
+            else:
+                assert last_exc is not None
+                raise last_exc
         else:
-            assert last_exc is not None
-            raise last_exc
-    else:
-        create: Any = loop.create_connection  # typeshed cannot express "host/port or sock"
-        raw, _ = await create(
-            lambda: tls.raw_protocol, host, port, sock=sock, local_addr=local_addr
-        )
+            create: Any = loop.create_connection  # typeshed cannot express "host/port or sock"
+            raw, _ = await create(
+                lambda: tls.raw_protocol, host, port, sock=sock, local_addr=local_addr
+            )
+    except BaseException:
+        # The loop may have made the transport, and so begun the handshake, before this
+        # failed or was cancelled: losing it must not set an exception nobody awaits.
+        waiter.cancel()
+        raise
     try:
         await waiter
     except BaseException:

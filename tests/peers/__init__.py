@@ -20,8 +20,9 @@ import re
 import shutil
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,11 +67,37 @@ def require(binary: str) -> str:
     return path
 
 
-def free_port() -> int:
-    """A port nobody listens on right now, for peers that cannot pick their own."""
+@contextlib.contextmanager
+def held_port(*, shared: bool = False) -> Iterator[int]:
+    """A port on 127.0.0.1 bound, not listening, for the block: a connection to it is
+    refused, and no ephemeral bind elsewhere takes it meanwhile.
+
+    ``shared`` sets SO_REUSEADDR, so a server that sets it too (asyncio's create_server
+    does) may bind and listen there: for programs that take a fixed port.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])
+
+
+def listening_port(pid: int) -> int:
+    """The IPv4 TCP port process ``pid`` listens on, from /proc (its socket inodes in the
+    TCP table): for peers that bind port 0 but do not say which port they got."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):  # an fd closed meanwhile
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    with open(f"/proc/{pid}/net/tcp") as table:
+        next(table)  # the header
+        for row in table:
+            local, state, inode = (row.split()[i] for i in (1, 3, 9))
+            if state == "0A" and inode in inodes:  # 0A: TCP_LISTEN
+                return int(local.rsplit(":", 1)[1], 16)
+    raise AssertionError(f"process {pid} listens on no IPv4 TCP port")
 
 
 class PeerProcess:
@@ -168,19 +195,89 @@ class PeerProcess:
 
 
 @contextlib.asynccontextmanager
-async def run_peer(*argv: str) -> AsyncIterator[PeerProcess]:
-    """Start ``argv`` with piped stdio; whatever happens, it is killed on the way out."""
+async def run_peer(*argv: str, **popen: Any) -> AsyncIterator[PeerProcess]:
+    """Start ``argv`` with piped stdio; whatever happens, it is killed on the way out.
+
+    ``popen`` goes to the subprocess as is: ``env``, ``pass_fds``, or a file as ``stdin``
+    for input that must be there however early the peer reads it.
+    """
+    pipe = asyncio.subprocess.PIPE
     proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, **{"stdin": pipe, **popen, "stdout": pipe, "stderr": pipe}
     )
     peer = PeerProcess(proc, os.path.basename(argv[0]))
     try:
         yield peer
     finally:
         await peer.kill()
+
+
+# -- nginx ---------------------------------------------------------------------------
+
+_NGINX_CONF = """
+daemon off;
+# A single-process nginx (master_process off) crashes on an inherited socket (1.22).
+master_process on;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log stderr notice;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen {host}:{port}{listen};
+{server}
+    }}
+}}
+"""
+
+
+def nginx_binary() -> str:
+    """nginx lives in /usr/sbin, which a non-root PATH may lack."""
+    path = shutil.which("nginx", path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin")
+    if path is None:
+        pytest.skip("nginx not installed (.ci/install-peers.sh installs nginx-light)")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def run_nginx(
+    directory: Path, server: str, *, listen: str = ""
+) -> AsyncIterator[tuple[PeerProcess, int]]:
+    """nginx with one HTTP ``server`` block (its directives; ``listen`` adds parameters
+    to its listen directive) on 127.0.0.1; yields the peer and its port.
+
+    nginx cannot bind port 0, so the listening socket is ours: bound to an ephemeral
+    port, then handed over the way nginx's binary upgrade does (the fd, named in the
+    NGINX environment variable; the config's listen names the same address). Files go
+    to ``directory``.
+    """
+    nginx = nginx_binary()
+    with socket.create_server((HOST, 0)) as sock:
+        port = sock.getsockname()[1]
+        conf = directory / "nginx.conf"
+        conf.write_text(
+            _NGINX_CONF.format(dir=directory, host=HOST, port=port, listen=listen, server=server)
+        )
+        argv = (nginx, "-p", str(directory), "-c", str(conf), "-e", "stderr")
+        env = {**os.environ, "NGINX": f"{sock.fileno()};"}
+        async with run_peer(*argv, env=env, pass_fds=(sock.fileno(),)) as peer:
+            sock.close()  # nginx has it: should nginx die, connections are refused, not queued
+            (worker,) = await peer.wait_for_output(r"start worker process (\d+)$", stream="stderr")
+            try:
+                yield peer, port
+            finally:
+                # SIGTERM to the master stops its worker too; SIGKILL would orphan the worker.
+                with contextlib.suppress(AssertionError):
+                    await peer.terminate()
+                if peer.proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(worker), signal.SIGKILL)
 
 
 # -- aiotls's side -------------------------------------------------------------------

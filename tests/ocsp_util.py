@@ -8,8 +8,8 @@ Reusable by any test that needs OCSP material (the client-side checks in
         der = await aiotls.ocsp.fetch(pki.good.cert, pki.ca.cert)   # AIA -> responder.url
 
 Every certificate is made with ``cryptography``; leaves carry an AIA OCSP URL
-``http://127.0.0.1:<port>/`` for a port reserved when the PKI is made, which is
-the port :meth:`OCSPResponder.for_pki` then serves on.
+``http://127.0.0.1:<port>/`` for a port held (bound, not listening) from when the
+PKI is made, which is the port :meth:`OCSPResponder.for_pki` then serves on.
 
 Note: ``openssl ocsp -port`` (OpenSSL 3.0) takes a bare port number and binds
 the wildcard address; there is no option to bind loopback only. Clients here
@@ -18,6 +18,7 @@ only ever connect to 127.0.0.1.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -189,11 +190,20 @@ def issue_cert(
     return builder.sign(ca_key, sign_hash(ca_key)), key
 
 
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+_held_sockets: list[socket.socket] = []
+atexit.register(lambda: [sock.close() for sock in _held_sockets])
+
+
+def held_port() -> int:
+    """A port on 127.0.0.1 held for the rest of the test session (bound with SO_REUSEADDR,
+    never listening): no other program's ephemeral bind takes it between the moment it
+    goes into the certificates and the moment ``openssl ocsp`` binds it (which a socket
+    bound with SO_REUSEADDR and not listening does not prevent)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    _held_sockets.append(sock)
+    return int(sock.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- the PKI
@@ -270,11 +280,11 @@ def make_pki(
     the CA, OCSPSigning EKU), ``good.pem/.key`` and ``revoked.pem/.key`` (leaves
     for ``leaf_names``, serverAuth, AIA OCSP -> ``http://127.0.0.1:<port>/``) and
     ``index.txt`` (good is ``V``, revoked is ``R`` at ``revocation_time`` for
-    keyCompromise). ``port`` defaults to a free loopback port.
+    keyCompromise). ``port`` defaults to a loopback port held for the session.
     """
     directory = tmp_path / "ocsp-pki"
     directory.mkdir(parents=True, exist_ok=True)
-    port = port if port is not None else free_port()
+    port = port if port is not None else held_port()
     url = f"http://127.0.0.1:{port}/"
     ca_cert, ca_key = make_ca_cert(key_type=key_type)
     ca = _write(directory, "ca", ca_cert, ca_key)

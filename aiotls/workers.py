@@ -58,8 +58,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar, Unpack
 
 from ._aio.server import Server, start_server
+from ._checks import timeout
+from ._openssl import TICKET_KEYS_LENGTH
 from ._openssl import extended as _extended
-from .context import SecureContext
+from .context import SecureContext, check_ticket_keys
 from .options import ServerOptions
 
 __all__ = ["WorkerChannel", "serve", "supervise"]
@@ -78,7 +80,6 @@ KILL_GRACE = 5.0
 RESTART_DELAYS = (0.1, 10.0)
 #: Longest line on the control channel (the longest message is "keys" and 160 hex digits).
 MAX_LINE = 1024
-TICKET_KEYS_SIZE = 80
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _HANDLED = (signal.SIGCHLD, signal.SIGHUP, *_STOP_SIGNALS)
 
@@ -566,7 +567,7 @@ class _Supervisor:
     def _rotate(self) -> None:
         """New ticket keys for every worker (old tickets then get a full handshake)."""
         assert self._interval is not None
-        self._keys = os.urandom(TICKET_KEYS_SIZE)
+        self._keys = os.urandom(TICKET_KEYS_LENGTH)
         self._rotate_at = time.monotonic() + self._interval
         for worker in self._by_pid.values():
             self._send(worker, f"keys {self._keys.hex()}")
@@ -625,13 +626,6 @@ def _loop_factory(loop: str | None) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-def _check_number(name: str, value: object, *, positive: bool) -> None:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected seconds as a number, got {type(value).__name__}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{name}: must be {'positive' if positive else 'zero or more'}")
-
-
 def supervise(
     worker_main: Callable[[socket.socket, WorkerChannel[C]], Awaitable[None]],
     *,
@@ -680,13 +674,10 @@ def supervise(
         raise ValueError("port: required without sock (0 picks a free one)")
     loop_factory = _loop_factory(loop)
     if ticket_keys is not None:
-        if not isinstance(ticket_keys, bytes):
-            raise TypeError("ticket_keys: expected 80 bytes")
-        if len(ticket_keys) != TICKET_KEYS_SIZE:
-            raise ValueError(f"ticket_keys: expected 80 bytes, got {len(ticket_keys)}")
-    if ticket_key_interval is not None:
-        _check_number("ticket_key_interval", ticket_key_interval, positive=True)
-    _check_number("graceful_timeout", graceful_timeout, positive=False)
+        ticket_keys = check_ticket_keys("ticket_keys", ticket_keys)
+    if ticket_key_interval is not None and not timeout("ticket_key_interval", ticket_key_interval):
+        raise ValueError("ticket_key_interval: must be positive (None: never replace them)")
+    timeout("graceful_timeout", graceful_timeout)
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("supervise() handles signals: call it from the main thread")
     try:
@@ -696,7 +687,7 @@ def supervise(
     else:
         raise RuntimeError("supervise() blocks and forks: call it outside a running event loop")
     if _extended.features()["ticket_keys"]:
-        ticket_keys = ticket_keys or os.urandom(TICKET_KEYS_SIZE)
+        ticket_keys = ticket_keys or os.urandom(TICKET_KEYS_LENGTH)
     else:
         log.warning(
             "this OpenSSL build gives no access to ticket keys: each worker has its own, "

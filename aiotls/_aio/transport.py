@@ -348,7 +348,7 @@ class TLSTransport(TLSSocketMixin, asyncio.Transport):
             return
         if self._state is _State.CLOSED:
             return
-        try:  # an OPEN state without a DataPath: a renegotiation under way
+        try:  # no DataPath: CLOSING (decrypt and discard) or a renegotiation under way
             engine.receive_data(data)
         except TLSError as exc:
             self._fatal(exc)

@@ -132,7 +132,8 @@ class SSLConnection:
     def set_context(self, context: NativeContext) -> None:
         """Switch a server connection to another context (SNI)."""
         lib.SSL_set_SSL_CTX(self.ssl, context.pointer)
-        self._contexts.append(context)
+        if context not in self._contexts:  # each held once, however often switched to
+            self._contexts.append(context)
 
     # -- the data path ---------------------------------------------------------------
 

@@ -118,7 +118,7 @@ QUICK = Settings(repeats=1, echo_mib=128, echo_warmup_mib=8, hs_seconds=0.4, hs_
                  hs_workers=8, idle_conns=1000, idle_settle=0.2, rr_conns=50, rr_bytes=1024,
                  rr_seconds=0.4, rr_warmup=0.1)
 # FULL takes about 10 minutes on a quiet machine: medians of 3, as the table.
-FULL = Settings(repeats=3, echo_mib=512, echo_warmup_mib=32, hs_seconds=2.0, hs_warmup=0.5,
+FULL = Settings(repeats=3, echo_mib=2048, echo_warmup_mib=32, hs_seconds=2.0, hs_warmup=0.5,
                 hs_workers=8, idle_conns=1000, idle_settle=0.5, rr_conns=50, rr_bytes=1024,
                 rr_seconds=2.0, rr_warmup=0.5)
 

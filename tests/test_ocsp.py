@@ -290,11 +290,7 @@ async def test_responder_helper_lifecycle(pki: PKI) -> None:
         der = await aocsp.fetch(pki.good.cert, pki.ca.cert, url=r.url, timeout=5)
         assert aocsp.verify(der, pki.good.cert, pki.ca.cert).status == "good"
         # -nrequest 1: openssl exits by itself after one request
-        for _ in range(500):
-            if proc.poll() is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert proc.poll() == 0
+        assert await asyncio.to_thread(proc.wait, 5) == 0
     finally:
         r.close()
     r.close()  # idempotent
